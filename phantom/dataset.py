@@ -5,12 +5,34 @@ Layout (paths relative to the root)::
     01_Multi-Atlas_Labeling/img/img0001.nii.gz       healthy abdomen CT (int16 HU)
     01_Multi-Atlas_Labeling/label/label0001.nii.gz   raw BTCV multi-organ label (uint8)
     label/multi-atlas-label0001.nii.gz               converted liver label 0/1
-    04_LiTS/img/liver_0.nii.gz, 04_LiTS/label/liver_0.nii.gz     tumour cases, label 0/1/2
+    label/pancreas-label0001.nii.gz                  pancreas label 0/1 of the healthy case
+    label/kidney-label0001.nii.gz                    kidney label 0/1 (both kidneys)
+    label/multiorgan-label0001.nii.gz                multi-organ label 0/1/3/5 (FreeTumor)
+    04_LiTS/img/liver_0.nii.gz, 04_LiTS/label/liver_0.nii.gz     liver tumour cases, label 0/1/2
+    07_Pancreas/img/pancreas_0001.nii.gz, 07_Pancreas/label/...  pancreas tumour cases, 0/1/2
+    08_Kidney/img/kidney_0001.nii.gz, 08_Kidney/label/...        kidney tumour cases, 0/1/2
+    04_LiTS/multiorgan_label/liver_0.nii.gz,                     multi-organ labels (0..6) of the
+    07_Pancreas/multiorgan_label/pancreas_0001.nii.gz,           tumour cases, next to their
+    08_Kidney/multiorgan_label/kidney_0001.nii.gz                single-organ labels
     05_Chest/img/chest_0001.nii.gz, 05_Chest/label/...            healthy chest, label 0/1 lung
     06_LNDb/img/LNDb-0001.nii.gz, 06_LNDb/label/...               chest with nodules, 0/1/2
-    datafolds/healthy.json, real_K.json, mix_K.json, lits.json, chest.json
+    datafolds/healthy.json, real_K.json, mix_K.json, lits.json, chest.json,
+              pancreas.json, kidney.json, multiorgan.json
     phantom_info.json                                 generator, seeds, volumes, lesion lists
     previews/<case>.png                               three-view previews
+
+Multi-organ design: the FreeTumor convention (0 background, 1 liver, 2 liver tumour,
+3 pancreas, 4 pancreas tumour, 5 kidney, 6 kidney tumour) is written for *every* abdomen case
+rather than for a separate set of scans: healthy cases get ``label/multiorgan-labelNNNN``
+(values 0/1/3/5) and each liver, pancreas or kidney tumour case gets a
+``multiorgan_label/`` file next to its own ``label/`` folder, holding the tumours of its
+organ and the healthy other two organs. No image is stored twice, and the single-organ and
+multi-organ labels of a case are derived from the same organ and tissue maps
+(:mod:`phantom.labels`), so they agree voxel for voxel. ``multiorgan.json`` trains on the
+healthy multi-organ labels and validates on all three tumour sets.
+
+Kidney tumours may be exophytic: the part outside the kidney contour is labelled tumour
+(as in KiTS), in the kidney label, the multi-organ label and the BTCV organ map (as kidney).
 
 Each case's seed is derived from the master seed and the case's group and index with
 ``numpy.random.SeedSequence(master, spawn_key=(group, index))``, so a case is the same
@@ -32,13 +54,14 @@ import numpy as np
 from utils.io import save_nifti_atomic, write_json_atomic
 
 from .case import DEFAULT_SPACING, generate_case
+from .labels import MULTIORGAN_LABELS, single_organ_label
 
 #: Version of the generator; bumped whenever the same seed would give different images.
 PHANTOM_VERSION = "1.0"
 
 #: Folders and files a data root consists of (removed by ``overwrite=True``; nothing else is).
-ROOT_ENTRIES = ("01_Multi-Atlas_Labeling", "04_LiTS", "05_Chest", "06_LNDb", "label", "datafolds", "previews",
-                "phantom_info.json")
+ROOT_ENTRIES = ("01_Multi-Atlas_Labeling", "04_LiTS", "05_Chest", "06_LNDb", "07_Pancreas", "08_Kidney", "label",
+                "datafolds", "previews", "phantom_info.json")
 
 
 @dataclass(frozen=True)
@@ -49,15 +72,21 @@ class CaseGroup:
     key: int  # SeedSequence spawn key, fixed forever so seeds stay stable
     kind: str
     lesions: bool
+    organ: str  # task organ of the case's label and host of its lesions
 
 
 GROUPS = (
-    CaseGroup("healthy", 0, "abdomen", False),
-    CaseGroup("tumor", 1, "abdomen", True),
-    CaseGroup("chest_healthy", 2, "chest", False),
-    CaseGroup("chest_nodule", 3, "chest", True),
+    CaseGroup("healthy", 0, "abdomen", False, "liver"),
+    CaseGroup("tumor", 1, "abdomen", True, "liver"),
+    CaseGroup("chest_healthy", 2, "chest", False, "lung"),
+    CaseGroup("chest_nodule", 3, "chest", True, "lung"),
+    CaseGroup("pancreas_tumor", 4, "abdomen", True, "pancreas"),
+    CaseGroup("kidney_tumor", 5, "abdomen", True, "kidney"),
 )
 _GROUP = {g.name: g for g in GROUPS}
+
+#: Healthy-case label files derived from the case's multi-organ label, by case_paths key.
+_HEALTHY_ORGAN_LABELS = {"pancreas_label": "pancreas", "kidney_label": "kidney"}
 
 
 def case_seed(master_seed: int, group: str, index: int) -> int:
@@ -67,14 +96,27 @@ def case_seed(master_seed: int, group: str, index: int) -> int:
 
 
 def case_paths(group: str, index: int) -> dict:
-    """Name and relative file paths of case ``index`` (0-based) of ``group``."""
+    """Name and relative file paths of case ``index`` (0-based) of ``group``.
+
+    Keys: ``name``, ``image``, ``label`` (the task label), and where the group has them
+    ``organs`` (raw BTCV map), ``pancreas_label``, ``kidney_label`` (healthy 0/1 labels) and
+    ``multiorgan_label`` (FreeTumor 0..6).
+    """
     if group == "healthy":
         n = f"{index + 1:04d}"
         return {"name": f"img{n}", "image": f"01_Multi-Atlas_Labeling/img/img{n}.nii.gz",
-                "label": f"label/multi-atlas-label{n}.nii.gz", "organs": f"01_Multi-Atlas_Labeling/label/label{n}.nii.gz"}
+                "label": f"label/multi-atlas-label{n}.nii.gz", "organs": f"01_Multi-Atlas_Labeling/label/label{n}.nii.gz",
+                "pancreas_label": f"label/pancreas-label{n}.nii.gz", "kidney_label": f"label/kidney-label{n}.nii.gz",
+                "multiorgan_label": f"label/multiorgan-label{n}.nii.gz"}
     if group == "tumor":
         return {"name": f"liver_{index}", "image": f"04_LiTS/img/liver_{index}.nii.gz",
-                "label": f"04_LiTS/label/liver_{index}.nii.gz"}
+                "label": f"04_LiTS/label/liver_{index}.nii.gz",
+                "multiorgan_label": f"04_LiTS/multiorgan_label/liver_{index}.nii.gz"}
+    if group in ("pancreas_tumor", "kidney_tumor"):
+        organ, folder = ("pancreas", "07_Pancreas") if group == "pancreas_tumor" else ("kidney", "08_Kidney")
+        name = f"{organ}_{index + 1:04d}"
+        return {"name": name, "image": f"{folder}/img/{name}.nii.gz", "label": f"{folder}/label/{name}.nii.gz",
+                "multiorgan_label": f"{folder}/multiorgan_label/{name}.nii.gz"}
     if group == "chest_healthy":
         n = f"{index + 1:04d}"
         return {"name": f"chest_{n}", "image": f"05_Chest/img/chest_{n}.nii.gz", "label": f"05_Chest/label/chest_{n}.nii.gz"}
@@ -84,9 +126,9 @@ def case_paths(group: str, index: int) -> dict:
     raise ValueError(f"unknown case group {group!r}")
 
 
-def _entries(group: str, n: int, indices=None) -> list[dict]:
+def _entries(group: str, n: int, indices=None, label_key: str = "label") -> list[dict]:
     idx = range(n) if indices is None else indices
-    return [{"image": case_paths(group, i)["image"], "label": case_paths(group, i)["label"]} for i in idx]
+    return [{"image": case_paths(group, i)["image"], "label": case_paths(group, i)[label_key]} for i in idx]
 
 
 def _datalist(name: str, description: str, labels: dict, training: list, validation: list) -> dict:
@@ -105,9 +147,12 @@ def _datalist(name: str, description: str, labels: dict, training: list, validat
 
 LIVER_LABELS = {0: "background", 1: "liver", 2: "tumor"}
 LUNG_LABELS = {0: "background", 1: "lung", 2: "lesion"}
+PANCREAS_LABELS = {0: "background", 1: "pancreas", 2: "tumor"}
+KIDNEY_LABELS = {0: "background", 1: "kidney", 2: "tumor"}
 
 
-def build_datalists(n_healthy: int, n_tumor: int, n_chest_healthy: int = 0, n_chest_nodule: int = 0) -> dict:
+def build_datalists(n_healthy: int, n_tumor: int, n_chest_healthy: int = 0, n_chest_nodule: int = 0,
+                    n_pancreas_tumor: int = 0, n_kidney_tumor: int = 0) -> dict:
     """All datalists of a root with these case counts, by file stem (e.g. ``"healthy"``).
 
     - ``healthy``: training = healthy abdomens with their converted liver labels,
@@ -117,6 +162,10 @@ def build_datalists(n_healthy: int, n_tumor: int, n_chest_healthy: int = 0, n_ch
     - ``mix_k``: training = healthy + real_k training, validation = real_k validation.
     - ``lits``: every tumour case in both lists (training and evaluation on all of them).
     - ``chest``: training = healthy chests (lung labels), validation = nodule cases.
+    - ``pancreas`` / ``kidney``: training = healthy abdomens with their pancreas / kidney
+      labels, validation = the pancreas / kidney tumour cases (labels 0/1/2).
+    - ``multiorgan``: training = healthy abdomens with their multi-organ labels, validation =
+      the liver, pancreas and kidney tumour cases with their multi-organ labels (0..6).
 
     A datalist is omitted when one of its lists would be empty.
     """
@@ -143,6 +192,20 @@ def build_datalists(n_healthy: int, n_tumor: int, n_chest_healthy: int = 0, n_ch
     if chest_train and chest_val:
         lists["chest"] = _datalist("chest", "Phantom chest CT: healthy lungs / lung nodules", LUNG_LABELS, chest_train,
                                    chest_val)
+    for organ, group, n, labels in (("pancreas", "pancreas_tumor", n_pancreas_tumor, PANCREAS_LABELS),
+                                    ("kidney", "kidney_tumor", n_kidney_tumor, KIDNEY_LABELS)):
+        train, val = _entries("healthy", n_healthy, label_key=f"{organ}_label"), _entries(group, n)
+        if train and val:
+            lists[organ] = _datalist(organ, f"Phantom: healthy abdomen CT ({organ} labels) / phantom {organ} tumours",
+                                     labels, train, val)
+    multi_train = _entries("healthy", n_healthy, label_key="multiorgan_label")
+    multi_val = [e for group, n in (("tumor", n_tumor), ("pancreas_tumor", n_pancreas_tumor),
+                                    ("kidney_tumor", n_kidney_tumor))
+                 for e in _entries(group, n, label_key="multiorgan_label")]
+    if multi_train and multi_val:
+        lists["multiorgan"] = _datalist(
+            "multiorgan", "Phantom: healthy abdomen CT (multi-organ labels) / liver, pancreas and kidney tumour cases "
+            "(multi-organ labels, FreeTumor convention)", MULTIORGAN_LABELS, multi_train, multi_val)
     return lists
 
 
@@ -155,26 +218,35 @@ def _write_case(job: dict) -> dict:
     paths = case_paths(group.name, job["index"])
     t0 = time.perf_counter()
     case = generate_case(group.kind, seed=job["seed"], lesions=group.lesions, spacing=job["spacing"],
-                         orientation=job["orientation"])
-    save_nifti_atomic(case.image, case.affine, root / paths["image"], dtype=np.int16)
-    save_nifti_atomic(case.label, case.affine, root / paths["label"], dtype=np.uint8)
-    if "organs" in paths:
-        save_nifti_atomic(case.organs, case.affine, root / paths["organs"], dtype=np.uint8)
+                         orientation=job["orientation"], organ=group.organ)
+    arrays = {"image": (case.image, np.int16), "label": (case.label, np.uint8), "organs": (case.organs, np.uint8),
+              "multiorgan_label": (case.multiorgan, np.uint8)}
+    for key, organ in _HEALTHY_ORGAN_LABELS.items():
+        if key in paths:
+            arrays[key] = (single_organ_label(case.multiorgan, organ), np.uint8)
+    files = {k: v for k, v in paths.items() if k != "name"}
+    for key, rel in files.items():
+        array, dtype = arrays[key]
+        save_nifti_atomic(array, case.affine, root / rel, dtype=dtype)
     if job["previews"]:
         save_preview(case.image, case.label, case.affine, root / "previews" / f"{paths['name']}.png",
                      window=WINDOWS[group.kind], title=f"{paths['name']} ({group.name}, seed {case.seed})")
-    host = "liver" if group.kind == "abdomen" else "lung"
-    host_volume = case.volumes_ml["liver"] if host == "liver" else case.volumes_ml["right_lung"] + case.volumes_ml["left_lung"]
-    files = {k: v for k, v in paths.items() if k != "name"}
+    if group.organ == "lung":
+        host_volume = case.volumes_ml["right_lung"] + case.volumes_ml["left_lung"]
+    elif group.organ == "kidney":
+        host_volume = case.volumes_ml["right_kidney"] + case.volumes_ml["left_kidney"]
+    else:
+        host_volume = case.volumes_ml[group.organ]
     return {
         "name": paths["name"],
         "group": group.name,
         "kind": group.kind,
+        "organ": group.organ,
         "seed": case.seed,
         **files,
         "shape": list(case.image.shape),
         "spacing": list(case.spacing),
-        f"{host}_volume_ml": round(host_volume, 1),
+        f"{group.organ}_volume_ml": round(host_volume, 1),
         "volumes_ml": case.volumes_ml,
         "noise_std_hu": round(case.noise_std, 2),
         "tissue_hu": case.hu,
@@ -208,6 +280,8 @@ def make_phantom_dataset(
     n_tumor: int = 4,
     n_chest_healthy: int = 2,
     n_chest_nodule: int = 2,
+    n_pancreas_tumor: int = 2,
+    n_kidney_tumor: int = 2,
     seed: int = 0,
     spacing=DEFAULT_SPACING,
     orientation: str = "RAS",
@@ -224,6 +298,8 @@ def make_phantom_dataset(
         n_tumor: abdomen cases with phantom liver tumours (validation / real-tumour training).
         n_chest_healthy: healthy chest cases.
         n_chest_nodule: chest cases with lung nodules.
+        n_pancreas_tumor: abdomen cases with pancreatic tumours (07_Pancreas).
+        n_kidney_tumor: abdomen cases with kidney tumours and cysts (08_Kidney).
         seed: master seed.
         spacing: voxel size (mm).
         orientation: ``"RAS"`` or ``"LPS"`` voxel order of the files.
@@ -235,7 +311,8 @@ def make_phantom_dataset(
     Returns:
         The content of ``phantom_info.json`` (with per-case records under ``"cases"``).
     """
-    counts = {"healthy": n_healthy, "tumor": n_tumor, "chest_healthy": n_chest_healthy, "chest_nodule": n_chest_nodule}
+    counts = {"healthy": n_healthy, "tumor": n_tumor, "chest_healthy": n_chest_healthy, "chest_nodule": n_chest_nodule,
+              "pancreas_tumor": n_pancreas_tumor, "kidney_tumor": n_kidney_tumor}
     for name, n in counts.items():
         if int(n) < 0:
             raise ValueError(f"n_{name} must be >= 0, got {n}")
@@ -259,7 +336,7 @@ def make_phantom_dataset(
     records = _run_jobs(jobs, workers, progress)
     elapsed = time.perf_counter() - t0
 
-    datalists = build_datalists(n_healthy, n_tumor, n_chest_healthy, n_chest_nodule)
+    datalists = build_datalists(n_healthy, n_tumor, n_chest_healthy, n_chest_nodule, n_pancreas_tumor, n_kidney_tumor)
     for stem, content in datalists.items():
         write_json_atomic(root / "datafolds" / f"{stem}.json", content)
     info = {
@@ -269,7 +346,8 @@ def make_phantom_dataset(
         "spacing_mm": list(spacing),
         "orientation": orientation.upper(),
         "counts": counts,
-        "labels": {"abdomen": LIVER_LABELS, "chest": LUNG_LABELS,
+        "labels": {"abdomen": LIVER_LABELS, "chest": LUNG_LABELS, "pancreas": PANCREAS_LABELS, "kidney": KIDNEY_LABELS,
+                   "multiorgan": MULTIORGAN_LABELS,
                    "organs_btcv": "01_Multi-Atlas_Labeling/label: 1 spleen, 2 right kidney, 3 left kidney, "
                                   "4 gallbladder, 6 liver, 7 stomach, 8 aorta, 9 IVC, 10 portal/splenic vein, 11 pancreas"},
         "datalists": sorted(f"datafolds/{s}.json" for s in datalists),

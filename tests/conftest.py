@@ -9,16 +9,19 @@ import pytest
 #: Coarse voxel size (mm) of the test phantoms: same anatomy as the default, 10x fewer voxels.
 TEST_SPACING = (2.0, 2.0, 3.0)
 #: Case counts of the default data root (scripts/make_phantom_data.py defaults).
-DEFAULT_COUNTS = {"n_healthy": 8, "n_tumor": 4, "n_chest_healthy": 2, "n_chest_nodule": 2}
+DEFAULT_COUNTS = {"n_healthy": 8, "n_tumor": 4, "n_chest_healthy": 2, "n_chest_nodule": 2, "n_pancreas_tumor": 2,
+                  "n_kidney_tumor": 2}
 
 
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory):
     """A phantom data root with the default case counts and layout, at coarse spacing.
 
-    Holds 8 healthy abdomens, 4 liver-tumour cases, 2 healthy chests and 2 nodule chests as
-    NIfTI files, ``datafolds/*.json`` (healthy, real_0..3, mix_0..3, lits, chest) and
-    ``phantom_info.json``; no previews. Treat it as read-only: it is shared by all tests.
+    Holds 8 healthy abdomens (with liver, pancreas, kidney and multi-organ labels), 4 liver-,
+    2 pancreas- and 2 kidney-tumour cases, 2 healthy chests and 2 nodule chests as NIfTI files,
+    ``datafolds/*.json`` (healthy, real_0..3, mix_0..3, lits, chest, pancreas, kidney,
+    multiorgan) and ``phantom_info.json``; no previews. Treat it as read-only: it is shared by
+    all tests.
     """
     from phantom import make_phantom_dataset
 

@@ -78,8 +78,9 @@ def test_lesions_do_not_change_anatomy_or_noise(tumor_case):
 
 def test_case_seed_depends_on_group_and_index_only():
     assert case_seed(0, "healthy", 3) == case_seed(0, "healthy", 3)
-    seeds = {case_seed(0, g, i) for g in ("healthy", "tumor", "chest_healthy", "chest_nodule") for i in range(8)}
-    assert len(seeds) == 32
+    groups = ("healthy", "tumor", "chest_healthy", "chest_nodule", "pancreas_tumor", "kidney_tumor")
+    seeds = {case_seed(0, g, i) for g in groups for i in range(8)}
+    assert len(seeds) == 48
     assert case_seed(1, "healthy", 0) != case_seed(0, "healthy", 0)
 
 
@@ -207,7 +208,8 @@ def test_add_lesions_is_reusable_and_deterministic():
 @pytest.mark.parametrize("orientation,codes", [("RAS", ("R", "A", "S")), ("LPS", ("L", "P", "S"))])
 def test_nifti_geometry_on_disk(tmp_path, orientation, codes):
     root = tmp_path / orientation
-    make_phantom_dataset(root, n_healthy=1, n_tumor=0, n_chest_healthy=0, n_chest_nodule=0, seed=3,
+    make_phantom_dataset(root, n_healthy=1, n_tumor=0, n_chest_healthy=0, n_chest_nodule=0, n_pancreas_tumor=0,
+                         n_kidney_tumor=0, seed=3,
                          spacing=(2.0, 2.5, 3.0), orientation=orientation, previews=False, progress=False)
     img = nib.load(root / "01_Multi-Atlas_Labeling/img/img0001.nii.gz")
     lab = nib.load(root / "label/multi-atlas-label0001.nii.gz")
@@ -225,7 +227,8 @@ def test_nifti_geometry_on_disk(tmp_path, orientation, codes):
 
 
 def test_lps_and_ras_files_hold_the_same_world_data(tmp_path):
-    kw = dict(n_healthy=1, n_tumor=0, n_chest_healthy=0, n_chest_nodule=0, seed=4, spacing=(3.0, 3.0, 4.0),
+    kw = dict(n_healthy=1, n_tumor=0, n_chest_healthy=0, n_chest_nodule=0, n_pancreas_tumor=0, n_kidney_tumor=0, seed=4,
+              spacing=(3.0, 3.0, 4.0),
               previews=False, progress=False)
     make_phantom_dataset(tmp_path / "ras", orientation="RAS", **kw)
     make_phantom_dataset(tmp_path / "lps", orientation="LPS", **kw)
@@ -239,6 +242,7 @@ def test_root_layout_info_and_datalists(phantom_root, phantom_info):
     assert phantom_info["seed"] == 0 and phantom_info["spacing_mm"] == list(TEST_SPACING)
     groups = [c["group"] for c in phantom_info["cases"]]
     assert groups.count("healthy") == 8 and groups.count("tumor") == 4
+    assert groups.count("pancreas_tumor") == 2 and groups.count("kidney_tumor") == 2
     for case in phantom_info["cases"]:
         for key in ("image", "label"):
             assert (phantom_root / case[key]).is_file()
@@ -249,7 +253,8 @@ def test_root_layout_info_and_datalists(phantom_root, phantom_info):
             assert case["n_lesions"] >= 1
             for lesion in case["lesions"]:
                 assert {"centre_world_mm", "centre_voxel", "diameter_mm", "contrast_hu", "kind"} <= set(lesion)
-    expected = {"healthy", "lits", "chest"} | {f"{p}_{k}" for p in ("real", "mix") for k in range(4)}
+    expected = {"healthy", "lits", "chest", "pancreas", "kidney", "multiorgan"} | {
+        f"{p}_{k}" for p in ("real", "mix") for k in range(4)}
     assert {p.stem for p in (phantom_root / "datafolds").glob("*.json")} == expected
     real = json.loads((phantom_root / "datafolds/real_0.json").read_text())
     mix = json.loads((phantom_root / "datafolds/mix_0.json").read_text())
@@ -290,7 +295,8 @@ def test_layout_names_follow_the_original_project():
 
 def test_refuses_to_overwrite_non_empty_directory(tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")
-    kw = dict(n_healthy=1, n_tumor=0, n_chest_healthy=0, n_chest_nodule=0, spacing=(4.0, 4.0, 4.0),
+    kw = dict(n_healthy=1, n_tumor=0, n_chest_healthy=0, n_chest_nodule=0, n_pancreas_tumor=0, n_kidney_tumor=0,
+              spacing=(4.0, 4.0, 4.0),
               previews=False, progress=False)
     with pytest.raises(FileExistsError, match=str(tmp_path)):
         make_phantom_dataset(tmp_path, **kw)
@@ -303,20 +309,23 @@ def test_refuses_to_overwrite_non_empty_directory(tmp_path):
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "root"
     cmd = [sys.executable, str(REPO / "scripts/make_phantom_data.py"), "--out", str(out), "--n_healthy", "1",
-           "--n_tumor", "2", "--n_chest_healthy", "1", "--n_chest_nodule", "1", "--spacing", "3", "3", "4",
+           "--n_tumor", "2", "--n_chest_healthy", "1", "--n_chest_nodule", "1", "--n_pancreas_tumor", "1",
+           "--n_kidney_tumor", "1", "--spacing", "3", "3", "4",
            "--seed", "7", "--workers", "2"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    assert "5 cases" in run.stdout and "liver_1" in run.stdout
+    assert "7 cases" in run.stdout and "liver_1" in run.stdout and "kidney_0001" in run.stdout
     info = json.loads((out / "phantom_info.json").read_text())
-    assert info["seed"] == 7 and len(info["cases"]) == 5
-    assert {p.name for p in (out / "previews").iterdir()} == {"img0001.png", "liver_0.png", "liver_1.png",
-                                                             "chest_0001.png", "LNDb-0001.png"}
+    assert info["seed"] == 7 and len(info["cases"]) == 7
+    assert {p.name for p in (out / "previews").iterdir()} == {
+        "img0001.png", "liver_0.png", "liver_1.png", "chest_0001.png", "LNDb-0001.png", "pancreas_0001.png",
+        "kidney_0001.png"}
     assert (out / "previews/liver_0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for name in ("healthy", "real_0", "real_1", "mix_0", "mix_1", "lits", "chest"):
+    for name in ("healthy", "real_0", "real_1", "mix_0", "mix_1", "lits", "chest", "pancreas", "kidney", "multiorgan"):
         assert (out / "datafolds" / f"{name}.json").is_file()
     # The same case written by the API with other counts is byte-identical (per-case seeds).
-    make_phantom_dataset(tmp_path / "api", n_healthy=2, n_tumor=0, n_chest_healthy=0, n_chest_nodule=0, seed=7,
+    make_phantom_dataset(tmp_path / "api", n_healthy=2, n_tumor=0, n_chest_healthy=0, n_chest_nodule=0, n_pancreas_tumor=0,
+                         n_kidney_tumor=0, seed=7,
                          spacing=(3, 3, 4), previews=False, progress=False)
     assert (out / "01_Multi-Atlas_Labeling/img/img0001.nii.gz").read_bytes() == (
         tmp_path / "api/01_Multi-Atlas_Labeling/img/img0001.nii.gz").read_bytes()
