@@ -1,0 +1,219 @@
+"""Benchmark of the evaluation: metric time per case and sliding-window inference time per case.
+
+Metrics: on a synthetic 512 x 512 x 120 scan (0.8 x 0.8 x 2.5 mm, a 1.5 L ellipsoid liver with
+tumors of 3-25 mm radius, a shifted prediction that misses some tumors and adds false
+positives) it times what validation.py computes per case (organ and tumor Dice + NSD, lesion
+detection), the post-processing, and two baselines measured in the same run:
+
+* ``edt``: one ``scipy.ndimage.distance_transform_edt`` on the organ's bounding box (the
+  irreducible cost of one surface-distance computation);
+* ``original``: the original project's way, ``surface_distance`` on the full-size masks for
+  organ and tumor plus Dice on full arrays (no lesion detection).
+
+Inference: the full per-case path of validation.py (infer pipeline, Gaussian-blended sliding
+window with the original UNet, Invertd back to the input grid) on a synthetic scan, against
+one forward pass of a single window; ``--device cuda`` runs it with AMP (``--noamp`` for fp32).
+
+Usage::
+
+    python benchmarks/bench_eval.py                      # CPU, metrics + inference
+    python benchmarks/bench_eval.py --skip_inference --runs 7
+    python benchmarks/bench_eval.py --device cuda --infer_shape 512 512 120 --infer_spacing 0.8 0.8 2.5
+
+Every figure is the median of ``--runs`` runs (after one warm-up run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import surface_distance  # noqa: E402
+import torch  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from evaluation.metrics import bounding_box, region_mask  # noqa: E402
+from evaluation.postprocess import postprocess_labels  # noqa: E402
+from evaluation.scoring import score_prediction  # noqa: E402
+
+REGIONS = {"liver": (1, 2), "tumor": (2,)}
+
+
+def median_seconds(fns: dict, runs: int, sync=None) -> dict:
+    """Median wall time in s of each ``fns[name]()`` over ``runs`` runs, after one warm-up call each.
+
+    The functions take turns within every round, so a change of machine load (other jobs
+    on shared cores) hits them all alike and the ratios stay meaningful.
+    """
+    times = {name: [] for name in fns}
+    for name, fn in fns.items():
+        fn()
+    for _ in range(runs):
+        for name, fn in fns.items():
+            if sync:
+                sync()
+            start = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def synthetic_case(shape=(512, 512, 120), spacing=(0.8, 0.8, 2.5), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and predicted (H, W, D) label maps (0 background, 1 liver, 2 tumor)."""
+    rng = np.random.default_rng(seed)  # jitter of the predicted tumors
+    spacing = np.asarray(spacing)
+    grid = np.ogrid[tuple(slice(0, s) for s in shape)]
+    mm = [g * s for g, s in zip(grid, spacing)]
+    center = np.asarray(shape) * spacing / 2
+
+    def ellipsoid(c, radii):
+        return sum(((m - ci) / r) ** 2 for m, ci, r in zip(mm, c, radii)) <= 1.0
+
+    liver_radii = np.array([100.0, 75.0, 48.0])  # 4/3 pi abc = 1.5 L
+    ref = np.zeros(shape, np.uint8)
+    ref[ellipsoid(center, liver_radii)] = 1
+    pred = np.zeros(shape, np.uint8)
+    pred[ellipsoid(center + [1.6, -0.8, 2.5], liver_radii * [1.02, 0.98, 1.0])] = 1
+    # (radius, centre offset from the liver centre) in mm: 3-25 mm tumors that do not touch.
+    tumors = [(3.0, (10, 10, -25)), (4.0, (-20, 0, 25)), (6.0, (0, -55, 10)), (8.0, (70, -10, -5)),
+              (12.0, (-10, 35, -10)), (16.0, (45, 25, 5)), (20.0, (20, -30, 0)), (25.0, (-50, 0, 0))]
+    for i, (r, offset) in enumerate(tumors):
+        c = center + np.asarray(offset, dtype=float)
+        ref[ellipsoid(c, [r, r, r])] = 2
+        if i % 4 != 0:  # the 3 mm and the 12 mm tumors are missed
+            pred[ellipsoid(c + rng.normal(0, 1.0, 3), [r * 0.9, r * 1.1, r])] = 2
+    for offset in ((30, 10, 20), (-40, -40, -15), (60, 40, -20)):  # false-positive tumors
+        pred[ellipsoid(center + np.asarray(offset, dtype=float), [4.0, 4.0, 4.0])] = 2
+    return ref, pred
+
+
+def metrics_per_case(pred, ref, spacing) -> dict:
+    """What validation.py computes per case."""
+    return score_prediction(pred, ref, spacing, organ_label=1, tumor_label=2, tolerance_mm=2.0)
+
+
+def original_metrics(pred, ref, spacing) -> dict:
+    """The original project's per-case metrics: full-size arrays, surface_distance directly."""
+    scores = {}
+    for name, values in REGIONS.items():
+        p, r = region_mask(pred, values), region_mask(ref, values)
+        scores[f"{name}_dice"] = 2.0 * np.sum(p & r) / (np.sum(p) + np.sum(r))
+        distances = surface_distance.compute_surface_distances(r, p, spacing)
+        scores[f"{name}_nsd"] = surface_distance.compute_surface_dice_at_tolerance(distances, 2.0)
+    return scores
+
+
+def bench_metrics(runs: int) -> None:
+    shape, spacing = (512, 512, 120), (0.8, 0.8, 2.5)
+    ref, pred = synthetic_case(shape, spacing)
+    organ_box = bounding_box(ref > 0)
+    organ_crop = ref[organ_box] > 0
+    liver_ml = np.count_nonzero(ref > 0) * np.prod(spacing) / 1000
+    ours = metrics_per_case(pred, ref, spacing)
+    theirs = original_metrics(pred, ref, spacing)
+    for key, value in theirs.items():  # same numbers, or the comparison is meaningless
+        if not np.isclose(ours[key], value, atol=1e-12):
+            raise AssertionError(f"{key}: ours {ours[key]} vs original {value}")
+
+    t = median_seconds({
+        "edt": lambda: ndimage.distance_transform_edt(~organ_crop, sampling=spacing),
+        "ours": lambda: metrics_per_case(pred, ref, spacing),
+        "original": lambda: original_metrics(pred, ref, spacing),
+        "post": lambda: postprocess_labels(pred, spacing),
+    }, runs)
+    t_edt, t_ours, t_original, t_post = t["edt"], t["ours"], t["original"], t["post"]
+    print(f"metrics on a {'x'.join(map(str, shape))} scan at {spacing} mm, liver {liver_ml:.0f} mL, "
+          f"{ours['lesions']} tumors ({ours['detected']} detected, {ours['false_positives']} false positives); "
+          f"median of {runs} runs")
+    print(f"  baseline: distance_transform_edt on the organ box {tuple(organ_crop.shape)}: {t_edt:.3f} s")
+    print(f"  per-case metrics (Dice+NSD organ & tumor + lesion detection): {t_ours:.3f} s "
+          f"= {t_ours / t_edt:.2f} x the EDT baseline")
+    print(f"  original-style metrics (full-size surface_distance, no lesions): {t_original:.3f} s "
+          f"= {t_original / t_edt:.2f} x the EDT baseline; ours is {t_original / t_ours:.2f} x faster")
+    print(f"  post-processing (largest organ component + 30 mm tumor margin): {t_post:.3f} s "
+          f"= {t_post / t_edt:.2f} x the EDT baseline")
+    print(f"  scores: liver Dice {ours['liver_dice']:.4f} NSD {ours['liver_nsd']:.4f}, "
+          f"tumor Dice {ours['tumor_dice']:.4f} NSD {ours['tumor_nsd']:.4f}")
+
+
+def bench_inference(runs: int, device_name: str, amp: bool, shape, spacing, overlap: float, sw_batch_size: int) -> None:
+    import nibabel as nib
+    from monai.data import DataLoader, Dataset
+
+    from evaluation.inference import Predictor, select_device
+    from networks import build_model
+    from utils.transforms import get_transforms
+
+    device = select_device(device_name)
+    roi = (96, 96, 96)
+    model = build_model("unet", out_channels=3, roi_size=roi).to(device).eval()
+    transforms = get_transforms("infer", a_min=-21, a_max=189, space=(1.0, 1.0, 1.0))
+    predictor = Predictor(model, transforms, roi, overlap, sw_batch_size, device, amp=amp)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(60, 40, shape).astype(np.int16)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "scan.nii.gz"
+        nib.save(nib.Nifti1Image(image, np.diag([*spacing, 1.0])), str(path))
+        batch = next(iter(DataLoader(Dataset([{"image": str(path)}], transforms), batch_size=1)))
+        resampled = tuple(batch["image"].shape[2:])
+        window = torch.rand((1, 1, *roi), device=device)
+
+        def one_window():
+            with torch.no_grad(), torch.amp.autocast(device.type, enabled=predictor.amp):
+                model(window)
+
+        probabilities = predictor.probabilities(batch["image"])
+        t = median_seconds({
+            "window": one_window,
+            "sw": lambda: predictor.probabilities(batch["image"]),
+            "back": lambda: predictor.labels_on_input_grid(batch, probabilities),
+        }, runs, sync)
+        t_window, t_sw, t_back = t["window"], t["sw"], t["back"]
+
+    steps = [max(int(np.ceil((s - r) / (r * (1 - overlap)))), 0) + 1 for s, r in zip(resampled, roi)]
+    n_windows = int(np.prod(steps))
+    print(f"inference on {device}{' with AMP' if predictor.amp else ''}: scan {shape} at {tuple(spacing)} mm -> "
+          f"{resampled} at 1 mm, UNet, roi {roi}, overlap {overlap}, {n_windows} windows, "
+          f"sw_batch_size {sw_batch_size}; median of {runs} runs")
+    print(f"  baseline: one {roi} forward pass: {t_window:.3f} s")
+    print(f"  sliding window (Gaussian blending, softmax): {t_sw:.2f} s = {t_sw / t_window:.1f} x one window "
+          f"({t_sw / (t_window * n_windows):.2f} x {n_windows} windows)")
+    print(f"  back to the input grid (Invertd of the probabilities + argmax): {t_back:.2f} s "
+          f"= {t_back / t_window:.1f} x one window")
+    print(f"  whole case: {t_sw + t_back:.2f} s")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median reported)")
+    parser.add_argument("--skip_metrics", action="store_true", help="only the inference benchmark")
+    parser.add_argument("--skip_inference", action="store_true", help="only the metrics benchmark")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (inference benchmark)")
+    parser.add_argument("--noamp", action="store_true", help="fp32 on CUDA (AMP is on by default there)")
+    parser.add_argument("--infer_shape", type=int, nargs=3, default=(160, 160, 128), help="inference scan in voxels")
+    parser.add_argument("--infer_spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), help="its spacing in mm")
+    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
+    parser.add_argument("--sw_batch_size", type=int, default=1, help="windows per forward pass")
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    if not args.skip_metrics:
+        bench_metrics(args.runs)
+    if not args.skip_inference:
+        bench_inference(args.runs, args.device, not args.noamp, tuple(args.infer_shape), tuple(args.infer_spacing),
+                        args.overlap, args.sw_batch_size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""All per-case numbers of one labelled case: organ and tumor Dice/NSD plus lesion detection.
+
+This is what ``validation.py`` records per case (one row of ``metrics.csv``); the
+benchmark times the same function.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from evaluation.lesions import detect_lesions
+from evaluation.metrics import bounding_box, case_metrics
+
+
+def score_prediction(
+    pred_labels: np.ndarray,
+    ref_labels: np.ndarray,
+    spacing_mm: Sequence[float],
+    organ_label: int = 1,
+    tumor_label: int = 2,
+    organ_name: str = "liver",
+    tumor_name: str = "tumor",
+    tolerance_mm: float = 2.0,
+) -> dict[str, float | int]:
+    """Score a predicted label map against its reference.
+
+    The organ region is the organ label with its tumor label (the organ includes its
+    tumors, as in LiTS); the tumor region is the tumor label alone.
+
+    Args:
+        pred_labels: predicted (H, W, D) label map on the reference's voxel grid.
+        ref_labels: reference (H, W, D) label map.
+        spacing_mm: voxel size in mm of the reference along the three axes.
+        organ_label, tumor_label: label values.
+        organ_name, tumor_name: column prefixes (``liver``/``tumor`` give the original columns).
+        tolerance_mm: NSD tolerance in mm.
+
+    Returns:
+        ``<organ>_dice, <organ>_nsd, <tumor>_dice, <tumor>_nsd`` (empty-mask convention of
+        :mod:`evaluation.metrics`) followed by the counts of
+        :func:`evaluation.lesions.detect_lesions`.
+    """
+    pred_labels, ref_labels = np.asarray(pred_labels), np.asarray(ref_labels)
+    if pred_labels.shape != ref_labels.shape:
+        raise ValueError(f"prediction shape {pred_labels.shape} differs from reference shape {ref_labels.shape}")
+    # Every region is foreground, so one crop to the foreground of both (plus the one-voxel
+    # margin the surface needs) serves all metrics and avoids full-scan passes per region.
+    pred_fg, ref_fg = pred_labels != 0, ref_labels != 0
+    box = bounding_box(pred_fg | ref_fg, margin=1)
+    if box is not None:
+        pred_labels, ref_labels = pred_labels[box], ref_labels[box]
+    regions = {organ_name: (organ_label, tumor_label), tumor_name: (tumor_label,)}
+    scores: dict[str, float | int] = dict(case_metrics(pred_labels, ref_labels, spacing_mm, regions, tolerance_mm))
+    scores.update(detect_lesions(pred_labels == tumor_label, ref_labels == tumor_label, spacing_mm))
+    return scores
