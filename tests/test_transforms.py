@@ -209,3 +209,23 @@ def test_bad_arguments():
         get_transforms("val", a_min=100, a_max=100)
     with pytest.raises(ValueError, match="positive spacings"):
         get_transforms("val", a_min=0, a_max=1, space=(1.0, 0.0, 1.0))
+
+
+def test_in_place_synthesis_never_reaches_the_cache(tmp_path):
+    """The synthesis paints in place after the cache; CacheDataset must hand each draw a copy."""
+    from phantom import generate_case
+
+    case = generate_case("abdomen", seed=2, spacing=(3.0, 3.0, 3.0))
+    paths = {}
+    for key, data in (("image", case.image), ("label", case.label)):
+        paths[key] = str(tmp_path / f"{key}.nii.gz")
+        nib.save(nib.Nifti1Image(data, case.affine), paths[key])
+    kwargs = dict(a_min=A_MIN, a_max=A_MAX, space=(3.0, 3.0, 3.0), roi_size=(32, 32, 32), syn=True)
+    dataset = build_train_dataset([paths], get_transforms("train", **kwargs), cache_num=10, cache_rate=1.0,
+                                  workers=0, progress=False)
+    dataset.transform.set_random_state(seed=0)
+    before_image = torch.as_tensor(dataset._cache[0]["image"]).clone()
+    for _ in range(5):  # synthesis probability 0.9: the cached case would be painted at least once
+        dataset[0]
+    assert not (torch.as_tensor(dataset._cache[0]["label"]) == 2).any()
+    assert torch.equal(torch.as_tensor(dataset._cache[0]["image"]), before_image)

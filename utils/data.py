@@ -64,6 +64,9 @@ def build_train_dataset(
         cache_rate=cache_rate,
         num_workers=max(1, workers),
         progress=progress,
+        # Every draw gets its own copy of the cached sample: the tumor synthesis after the
+        # cache paints in place (see utils.transforms), which must never reach the cache.
+        copy_cache=True,
     )
 
 
