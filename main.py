@@ -215,6 +215,8 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> None:
         raise ValueError("--json_dir (the datalist JSON) is required")
     if args.in_channels != 1:
         raise ValueError(f"--in_channels must be 1 (one CT image per case), got {args.in_channels}")
+    # The class count follows the organ's label convention unless given (3; multi-organ 7).
+    args.out_channels, args.num_classes = cli.resolve_num_classes(args)
     if args.out_channels != args.num_classes:
         raise ValueError(f"--out_channels ({args.out_channels}) and --num_classes ({args.num_classes}) must agree")
     if args.val_every < 1 or args.max_epochs < 1 or args.batch_size < 1:

@@ -13,7 +13,10 @@ against its label. Written to ``<save_dir>/<log_dir name>/<val_overlap>/``:
 
 * ``pred/<case>.nii.gz``: uint8 labels with the input's shape, affine and header;
 * ``metrics.csv``: ``name, <organ>_dice, <organ>_nsd, tumor_dice, tumor_nsd`` (the
-  original columns) followed by lesion-detection counts;
+  original columns; lung: ``lung_*``, ``nodule_*``) followed by lesion-detection counts;
+  with ``--organ multi`` (FreeTumor labels 1..6) one ``<organ>_dice, <organ>_nsd,
+  <organ>_tumor_dice, <organ>_tumor_nsd`` group per organ, the lesion counts summed over
+  organs, then each tumor's counts prefixed with its name (``liver_tumor_detected`` ...);
 * ``summary.json``: NaN-aware means with counts, pooled lesion sensitivity, settings.
 
 Scans without labels (datalist entries without ``"label"``, or ``--images DIR``) are
@@ -38,7 +41,7 @@ import utils.args
 from evaluation import report
 from evaluation.inference import Predictor, load_model, select_device
 from evaluation.postprocess import DEFAULT_TUMOR_MARGIN_MM, postprocess_labels
-from evaluation.scoring import score_prediction
+from evaluation.scoring import score_label_pairs
 from networks import MODEL_NAMES, SWIN_FEATURE_SIZES, build_model
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.datalist import DatalistError, check_datalist_files, load_datalist
@@ -81,7 +84,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--num_classes", default=None, type=int, help="output classes incl. background (3)")
 
     prep = parser.add_argument_group("preprocessing (must match training; defaults: the checkpoint's values)")
-    prep.add_argument("--organ", default=None, help="organ profile: label names and default intensity window")
+    prep.add_argument("--organ", default=None, type=str.lower, choices=utils.args.organ_names(),
+                      help="organ profile: label convention (multi: FreeTumor 0..6), metric names, default "
+                           "intensity window and class count (default: the checkpoint's, else liver)")
     prep.add_argument("--a_min", default=None, type=float, help="HU mapped to 0 (default: the organ's window)")
     prep.add_argument("--a_max", default=None, type=float, help="HU mapped to 1 (default: the organ's window)")
     for axis in "xyz":
@@ -143,6 +148,9 @@ def resolve_settings(args: argparse.Namespace, saved_args: dict | None) -> dict[
         setattr(args, name, saved if saved is not None else fallback)
         sources[name] = "checkpoint" if saved is not None else "default"
     profile = organ_profile(args.organ)
+    if sources["num_classes"] == "default":  # the organ's label convention: 3 classes, multi-organ 7
+        args.num_classes = profile.num_classes
+        sources["num_classes"] = f"organ {profile.name}"
     for name, value in zip(("a_min", "a_max"), profile.window):
         if getattr(args, name) is None:
             setattr(args, name, float(value))
@@ -156,6 +164,15 @@ def organ_profile(name: str):
         return utils.args.organ_profile(name)
     except (KeyError, ValueError) as e:
         raise UsageError(f"--organ {name}: {e}") from e
+
+
+def label_pairs(profile) -> tuple[tuple[str, int, str, int], ...]:
+    """``(organ name, organ label, tumor name, tumor label)`` of each organ of the profile's label convention."""
+    pairs = getattr(profile, "label_pairs", None)
+    if pairs is not None:
+        return tuple(pairs)
+    names = profile.class_names
+    return ((names[profile.organ_label], profile.organ_label, names[profile.tumor_label], profile.tumor_label),)
 
 
 def collect_cases(args: argparse.Namespace) -> list[dict]:
@@ -221,12 +238,7 @@ def score_case(pred: np.ndarray, label_path: str, profile, tolerance_mm: float) 
     label = as_integer_labels(np.asanyarray(label_nii.dataobj), what=f"label {label_path}")
     if label.ndim == 4 and label.shape[3] == 1:
         label = label[..., 0]
-    return score_prediction(
-        pred, label, voxel_spacing(label_nii.affine),
-        organ_label=profile.organ_label, tumor_label=profile.tumor_label,
-        organ_name=profile.class_names[profile.organ_label], tumor_name=profile.class_names[profile.tumor_label],
-        tolerance_mm=tolerance_mm,
-    )
+    return score_label_pairs(pred, label, voxel_spacing(label_nii.affine), label_pairs(profile), tolerance_mm)
 
 
 def build_network(args: argparse.Namespace) -> torch.nn.Module:
@@ -256,7 +268,7 @@ def evaluate(
     workers: int = 0,
 ) -> list[dict]:
     """Segment, save and score every case; return the metric rows of the labelled ones."""
-    pairs = ((profile.organ_label, profile.tumor_label),)
+    pairs = tuple((organ_label, tumor_label) for _, organ_label, _, tumor_label in label_pairs(profile))
     loader = DataLoader(Dataset(cases, transform=transforms), batch_size=1, num_workers=workers)
     rows = []
     progress = tqdm(loader, total=len(cases), desc="cases", unit="case", dynamic_ncols=True)
@@ -312,11 +324,16 @@ def main(args: argparse.Namespace) -> dict | None:
     if not rows:
         return None
 
-    organ_name = profile.class_names[profile.organ_label]
-    tumor_name = profile.class_names[profile.tumor_label]
-    columns = report.metric_columns(organ_name, tumor_name)
-    score_columns = columns[1:5]
+    columns = report.pair_metric_columns(label_pairs(profile))
+    score_columns = report.score_columns_of(label_pairs(profile))
     summary = report.summarize(rows, score_columns)
+    if len(label_pairs(profile)) > 1:  # lesion detection of each tumor label on its own
+        summary["lesion_detection_by_tumor"] = {
+            tumor: report.summarize(
+                [{k[len(tumor) + 1:]: v for k, v in r.items() if k.startswith(f"{tumor}_")} for r in rows], []
+            )["lesion_detection"]
+            for _, _, tumor, _ in label_pairs(profile)
+        }
     summary["settings"] = {
         "checkpoint": str(checkpoint_path), "model": args.model, "swin_type": args.swin_type,
         "feature_size": args.feature_size, "num_classes": args.num_classes, "organ": args.organ,

@@ -44,6 +44,32 @@ def metric_columns(organ_name: str = "liver", tumor_name: str = "tumor", bin_nam
     return columns
 
 
+def pair_metric_columns(label_pairs: Sequence[tuple[str, int, str, int]], bin_names: Sequence[str] | None = None) -> list[str]:
+    """Column order of ``metrics.csv`` for a label convention of one or more (organ, tumor) pairs.
+
+    One pair: :func:`metric_columns` (liver gives the original's columns). Several pairs
+    (multi-organ): ``name``, then ``<organ>_dice, <organ>_nsd, <tumor>_dice, <tumor>_nsd``
+    per pair, then the lesion counts summed over pairs, then each tumor's own counts
+    prefixed with ``<tumor>_`` (see ``evaluation.scoring.score_label_pairs``).
+    """
+    if len(label_pairs) == 1:
+        organ_name, _, tumor_name, _ = label_pairs[0]
+        return metric_columns(organ_name, tumor_name, bin_names)
+    lesion_columns = metric_columns("organ", "tumor", bin_names)[5:]
+    columns = ["name"]
+    for organ_name, _, tumor_name, _ in label_pairs:
+        columns += [f"{organ_name}_dice", f"{organ_name}_nsd", f"{tumor_name}_dice", f"{tumor_name}_nsd"]
+    columns += lesion_columns
+    for _, _, tumor_name, _ in label_pairs:
+        columns += [f"{tumor_name}_{c}" for c in lesion_columns]
+    return columns
+
+
+def score_columns_of(label_pairs: Sequence[tuple[str, int, str, int]]) -> list[str]:
+    """The Dice / NSD columns of :func:`pair_metric_columns` (what the summary averages)."""
+    return [c for name, _, tumor, _ in label_pairs for c in (f"{name}_dice", f"{name}_nsd", f"{tumor}_dice", f"{tumor}_nsd")]
+
+
 def save_prediction(labels: np.ndarray, reference_image, path: str | os.PathLike) -> Path:
     """Write a label map as uint8 NIfTI in the geometry of ``reference_image``.
 

@@ -55,3 +55,45 @@ def score_prediction(
     scores: dict[str, float | int] = dict(case_metrics(pred_labels, ref_labels, spacing_mm, regions, tolerance_mm))
     scores.update(detect_lesions(pred_labels == tumor_label, ref_labels == tumor_label, spacing_mm))
     return scores
+
+
+def score_label_pairs(
+    pred_labels: np.ndarray,
+    ref_labels: np.ndarray,
+    spacing_mm: Sequence[float],
+    label_pairs: Sequence[tuple[str, int, str, int]],
+    tolerance_mm: float = 2.0,
+) -> dict[str, float | int]:
+    """Score every (organ, tumor) pair of a label convention.
+
+    One pair gives exactly :func:`score_prediction`'s keys. With several pairs (the
+    multi-organ convention) each pair adds ``<organ>_dice, <organ>_nsd, <tumor>_dice,
+    <tumor>_nsd`` and its lesion counts prefixed with ``<tumor>_`` (e.g.
+    ``pancreas_tumor_detected``); the unprefixed lesion counts are the sums over pairs.
+
+    Args:
+        pred_labels: predicted (H, W, D) label map on the reference's voxel grid.
+        ref_labels: reference (H, W, D) label map.
+        spacing_mm: voxel size in mm.
+        label_pairs: ``(organ name, organ label, tumor name, tumor label)`` per organ
+            (``OrganProfile.label_pairs``).
+        tolerance_mm: NSD tolerance in mm.
+    """
+    if len(label_pairs) == 1:
+        organ_name, organ_label, tumor_name, tumor_label = label_pairs[0]
+        return score_prediction(pred_labels, ref_labels, spacing_mm, organ_label, tumor_label, organ_name,
+                                tumor_name, tolerance_mm)
+    scores: dict[str, float | int] = {}
+    totals: dict[str, int] = {}
+    for organ_name, organ_label, tumor_name, tumor_label in label_pairs:
+        pair = score_prediction(pred_labels, ref_labels, spacing_mm, organ_label, tumor_label, organ_name,
+                                tumor_name, tolerance_mm)
+        region_keys = {f"{organ_name}_dice", f"{organ_name}_nsd", f"{tumor_name}_dice", f"{tumor_name}_nsd"}
+        for key, value in pair.items():
+            if key in region_keys:
+                scores[key] = value
+            else:
+                scores[f"{tumor_name}_{key}"] = value
+                totals[key] = totals.get(key, 0) + int(value)
+    scores.update(totals)
+    return scores

@@ -12,6 +12,11 @@ PUBLISHED_COUNTS = {
     "medium": {"medium": (2, 5)},
     "large": {"large": (1, 3)},
     "mix": {"tiny": (3, 10), "small": (5, 10), "medium": (2, 5), "large": (1, 3)},
+    # DiffTumor (CVPR 2024): 1-3 tiny/small tumors, or one medium/large tumor.
+    "few_tiny": {"tiny": (1, 3)},
+    "few_small": {"small": (1, 3)},
+    "one_medium": {"medium": (1, 1)},
+    "one_large": {"large": (1, 1)},
 }
 PUBLISHED_RADII = {"tiny": (3, 5), "small": (6, 10), "medium": (12, 20), "large": (24, 40)}
 PUBLISHED_SIGMAS = {

@@ -3,7 +3,12 @@
 Inside the organ, ``image = image + sign * texture * soft_mask * difference`` where
 ``soft_mask`` is the binary tumor mask blurred by a Gaussian of sigma ~ U(1, 2) mm (soft
 edges) and ``difference`` ~ U(65, 145) HU, both drawn once per sample; ``sign`` is -1 for
-the liver (tumors darker than the parenchyma). Voxels outside the organ never change.
+the liver (tumors darker than the parenchyma). Voxels outside the organ never change
+(except for exophytic tumors, see ``engine``).
+
+Lung nodules use the "target" model instead (:func:`sample_target_intensity`,
+:func:`target_change`): ``image = image + soft_mask * max(target - image, 0)`` with a
+per-sample target HU of the drawn nodule kind, varied by the texture.
 
 The blur is computed on cluster boxes only (see :func:`merge_boxes`), each extended by the
 kernel radius; with scipy's "reflect" border this equals blurring the whole crop, as the
@@ -29,11 +34,15 @@ class IntensityParams:
         difference_hu: intensity difference at full texture and full mask (HU, > 0).
         blur_sigma_mm: sigma of the edge blur (mm).
         sign: -1 darker, +1 brighter.
+        kind: lesion kind of the "target" model (e.g. "solid"), else None.
+        target_hu: target intensity (HU) of the "target" model, else None.
     """
 
     difference_hu: float
     blur_sigma_mm: float
     sign: int
+    kind: str | None = None
+    target_hu: float | None = None
 
 
 def sample_intensity(rng: np.random.Generator, difference_hu, blur_sigma_mm, sign: int) -> IntensityParams:
@@ -41,6 +50,32 @@ def sample_intensity(rng: np.random.Generator, difference_hu, blur_sigma_mm, sig
     blur = float(rng.uniform(*blur_sigma_mm))
     difference = float(rng.uniform(*difference_hu))
     return IntensityParams(difference, blur, int(sign))
+
+
+def sample_target_intensity(rng: np.random.Generator, lesion_kinds, blur_sigma_mm) -> IntensityParams:
+    """Draw the edge blur, a lesion kind (by its probability) and its target HU uniformly in its range.
+
+    ``difference_hu`` is left at 0: the change depends on each voxel's own HU.
+    """
+    blur = float(rng.uniform(*blur_sigma_mm))
+    p = np.array([k.probability for k in lesion_kinds], dtype=np.float64)
+    kind = lesion_kinds[int(rng.choice(len(lesion_kinds), p=p / p.sum()))]
+    target = float(rng.uniform(*kind.hu_range))
+    return IntensityParams(0.0, blur, 1, kind.name, target)
+
+
+def target_change(soft: np.ndarray, texture: np.ndarray, image: np.ndarray, target_hu: float, jitter_hu: float) -> np.ndarray:
+    """Change (HU, float32) that raises ``image`` towards the textured target, never lowers it.
+
+    Args:
+        soft: blurred tumor mask in [0, 1].
+        texture: texture in [0, 1] on the same box.
+        image: HU of the box.
+        target_hu: the sample's target intensity.
+        jitter_hu: the texture moves the target by up to +-``jitter_hu``.
+    """
+    target = np.float32(target_hu) + np.float32(jitter_hu) * (2.0 * texture - 1.0)
+    return soft * np.maximum(target - image.astype(np.float32), 0.0)
 
 
 def blur_sigma_vox(sigma_mm: float, spacing) -> tuple[float, float, float]:

@@ -95,17 +95,19 @@ def scan_label(label: np.ndarray, organ_label: int) -> tuple[float, OrganCrop | 
     return max_label, OrganCrop(tuple(start), mask, int(z_in_crop[0]), int(z_in_crop[-1]))
 
 
-def erode_plane(plane: np.ndarray, radius) -> np.ndarray:
+def erode_plane(plane: np.ndarray, radius, border_is_organ: bool = True) -> np.ndarray:
     """Binary erosion of a 2-D mask by a (2 rx + 1) x (2 ry + 1) rectangle.
 
-    Outside the plane counts as organ (like ``cv2.erode``'s default border, which the
-    original used), so the plane's own edge does not erode. A rectangle is separable: two
-    running minima.
+    By default outside the plane counts as organ (like ``cv2.erode``'s default border,
+    which the original used), so the plane's own edge does not erode; with
+    ``border_is_organ=False`` it counts as background and erodes like any organ edge. A
+    rectangle is separable: two running minima.
     """
     rx, ry = radius
+    border = 1 if border_is_organ else 0
     out = np.ascontiguousarray(plane).view(np.uint8)
-    out = ndimage.minimum_filter1d(out, 2 * rx + 1, axis=0, mode="constant", cval=1)
-    out = ndimage.minimum_filter1d(out, 2 * ry + 1, axis=1, mode="constant", cval=1)
+    out = ndimage.minimum_filter1d(out, 2 * rx + 1, axis=0, mode="constant", cval=border)
+    out = ndimage.minimum_filter1d(out, 2 * ry + 1, axis=1, mode="constant", cval=border)
     return out.view(bool)
 
 
@@ -130,9 +132,13 @@ class CenterSampler:
         band: (low, high) fraction of the organ's z extent for the centre slice.
         erosion_radius_vox: in-plane half-widths (x, y) of the erosion kernel in voxels
             (2, 2 at 1 mm: the original's 5x5 kernel).
+        border_is_organ: the crop's faces count as organ in the erosion (the original's
+            border); False erodes from them too, so that centres keep their distance
+            from the organ's edge even where it lies on the crop's face (lung nodules).
     """
 
-    def __init__(self, crop: OrganCrop, band=(0.3, 0.7), erosion_radius_vox=(2, 2)):
+    def __init__(self, crop: OrganCrop, band=(0.3, 0.7), erosion_radius_vox=(2, 2), border_is_organ: bool = True):
+        self.border_is_organ = bool(border_is_organ)
         self.mask = crop.mask
         self.z_first, self.z_last = crop.z_first, crop.z_last
         self.bands = widening_bands(band)
@@ -144,7 +150,7 @@ class CenterSampler:
         if key not in self._candidates:
             plane = self.mask[:, :, z]
             if eroded:
-                plane = erode_plane(plane, self.erosion_radius)
+                plane = erode_plane(plane, self.erosion_radius, self.border_is_organ)
             self._candidates[key] = np.flatnonzero(plane)
         return self._candidates[key]
 

@@ -2,6 +2,8 @@
 
     python -m tumor_synthesis.preview --image img.nii.gz --label liver.nii.gz \\
         --out preview.png --type mix --seed 0 [--spacing 1 1 1] [--montage montage.png]
+    python -m tumor_synthesis.preview --organ lung --image chest.nii.gz --label lung.nii.gz \\
+        --out nodules.png [--type few_small]
 
 The case is loaded as in training (``LoadImaged``, ``EnsureChannelFirstd``,
 ``Orientationd("RAS")``, and ``Spacingd`` when ``--spacing`` is given), then
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from tumor_synthesis.organs import get_organ_profile
+from tumor_synthesis.organs import OrganProfile, available_organs, get_organ_profile
 from tumor_synthesis.transform import TumorGenerated
 from utils.io import atomic_path
 
@@ -118,8 +120,10 @@ def _show(ax, image, organ, tumor, window, title, aspect):
 def _summary(before_img, after_img, after_lab, tumor_label) -> str:
     tumor = after_lab == tumor_label
     n = ndimage.label(tumor)[1]
-    drop = float(np.mean(before_img[tumor] - after_img[tumor])) if tumor.any() else 0.0
-    return f"{n} tumor components, {int(tumor.sum())} voxels, mean HU drop {drop:.1f}"
+    change = float(np.mean(after_img[tumor].astype(np.float64) - before_img[tumor])) if tumor.any() else 0.0
+    mean_after = float(np.mean(after_img[tumor])) if tumor.any() else float("nan")
+    return (f"{n} tumor components, {int(tumor.sum())} voxels, mean HU change {change:+.1f} "
+            f"(tumor mean {mean_after:.0f} HU)")
 
 
 def _save(fig, path: Path) -> None:
@@ -214,16 +218,25 @@ def _spacing(image) -> tuple[float, float, float]:
     return tuple(float(s) for s in np.asarray(affine_to_spacing(affine, r=3)))
 
 
+def single_organ_names() -> list[str]:
+    """Organ profiles of the single-organ label convention (0 background, 1 organ)."""
+    return [name for name in available_organs() if isinstance(get_organ_profile(name), OrganProfile)]
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Preview synthetic tumors on a healthy CT as PNG.")
     parser.add_argument("--image", required=True, help="healthy CT (NIfTI, HU)")
     parser.add_argument("--label", required=True, help="organ label (NIfTI, organ = 1)")
     parser.add_argument("--out", required=True, help="output PNG: before/after axial + coronal")
     parser.add_argument(
-        "--type", default="mix", dest="tumor_type", help="tumor type: tiny, small, medium, large or mix"
+        "--type", default=None, dest="tumor_type",
+        help="tumor type of the organ's profile; liver: tiny, small, medium, large or mix (default mix); "
+             "lung: few_tiny or few_small; pancreas, kidney: few_tiny, few_small, one_medium or one_large "
+             "(default: the profile's last type)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the transform")
-    parser.add_argument("--organ", default="liver", help="organ profile")
+    parser.add_argument("--organ", default="liver", type=str.lower, choices=single_organ_names(),
+                        help="organ profile (the label holds that organ as 1)")
     parser.add_argument(
         "--spacing",
         type=float,
@@ -239,6 +252,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
+        if args.tumor_type is None:
+            types = get_organ_profile(args.organ).tumor_types
+            args.tumor_type = "mix" if "mix" in types else types[-1]
         before = load_case(args.image, args.label, args.spacing)
         after = paint(before, args.tumor_type, args.seed, args.organ)
         summary = render_preview(before, after, Path(args.out), args.tumor_type, args.seed, args.organ)

@@ -69,6 +69,12 @@ TUMOR_TYPES: dict[str, tuple[tuple[str, int, int], ...]] = {
     "medium": (("medium", 2, 5),),
     "large": (("large", 1, 3),),
     "mix": (("tiny", 3, 10), ("small", 5, 10), ("medium", 2, 5), ("large", 1, 3)),
+    # DiffTumor's counts (pancreas, kidney; also the lung nodules here): one to three
+    # early (tiny or small) tumors, or a single medium or large one.
+    "few_tiny": (("tiny", 1, 3),),
+    "few_small": (("small", 1, 3),),
+    "one_medium": (("medium", 1, 1),),
+    "one_large": (("large", 1, 1),),
 }
 
 

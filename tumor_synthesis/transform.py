@@ -13,7 +13,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends, convert_data_type, convert_to_dst_type
 
 from tumor_synthesis.engine import synthesize_tumors
-from tumor_synthesis.organs import get_organ_profile
+from tumor_synthesis.organs import MultiOrganProfile, get_organ_profile
 
 
 class TumorGenerated(RandomizableTransform, MapTransform):
@@ -28,6 +28,11 @@ class TumorGenerated(RandomizableTransform, MapTransform):
     tumor (a value above the organ label) and samples without organ are returned as they
     are, like in the original.
 
+    ``organ="multi"`` reads FreeTumor's multi-organ label (1 liver, 3 pancreas, 5 kidney)
+    and paints every organ present with its own profile and tumor-type mix, its tumors
+    labelled 2, 4 and 6; an organ whose tumor label is already present is skipped, the
+    others are still painted.
+
     Sizes are physical: tumor radii, deformation, placement erosion, edge blur and texture
     are defined in mm (the original's voxels at 1 mm), so the output at 1 mm follows the
     original's distributions and at other spacings the tumors keep their size in mm. The
@@ -40,8 +45,10 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         keys: the image key and the label key, in that order.
         prob: probability of painting tumors into a sample.
         tumor_prob: probability of each tumor type of the organ profile (liver: tiny,
-            small, medium, large, mix); None uses the profile's (liver: 0.2 each).
-        organ: organ profile name (see ``tumor_synthesis.organs``).
+            small, medium, large, mix); None uses the profile's (liver: 0.2 each). Not
+            with ``organ="multi"``, where each organ uses its profile's.
+        organ: organ profile name (see ``tumor_synthesis.organs``): liver, lung,
+            pancreas, kidney, or multi.
         allow_missing_keys: return the sample unchanged when a key is missing instead of
             raising ``KeyError``.
         spacing: voxel size (sx, sy, sz) in mm of inputs that carry no affine (numpy
@@ -74,8 +81,15 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         if len(self.keys) != 2:
             raise ValueError(f"TumorGenerated needs exactly two keys (image, label), got {self.keys}")
         self.profile = get_organ_profile(organ)
-        self.tumor_types = self.profile.tumor_types
-        self.tumor_prob = self._check_tumor_prob(tumor_prob)
+        self.multi_organ = isinstance(self.profile, MultiOrganProfile)
+        if self.multi_organ:
+            if tumor_prob is not None:
+                raise ValueError(f"organ {organ!r} paints several organs, each with its own tumor types: "
+                                 "tumor_prob must be None")
+            self.tumor_types, self.tumor_prob = (), None
+        else:
+            self.tumor_types = self.profile.tumor_types
+            self.tumor_prob = self._check_tumor_prob(tumor_prob)
         self.spacing = None if spacing is None else self._check_spacing(spacing, "spacing")
         self.inplace = bool(inplace)
         self._tumor_type: str | None = None
@@ -105,7 +119,8 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         super().randomize(None)
         if not self._do_transform:
             return
-        self._tumor_type = self.tumor_types[int(self.R.choice(len(self.tumor_types), p=self.tumor_prob))]
+        if not self.multi_organ:  # several organs draw their types from the sample's seed
+            self._tumor_type = self.tumor_types[int(self.R.choice(len(self.tumor_types), p=self.tumor_prob))]
         # A 128-bit seed from self.R feeds the engine's own Generator.
         self._seed = self.R.randint(0, 2**32, size=4, dtype=np.uint64)
 
@@ -144,20 +159,41 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         image_np = convert_data_type(image, np.ndarray)[0][0]
         # Host arrays are views of CPU inputs; a CUDA tensor is painted on a host copy.
         inplace = self.inplace and all(_on_cpu(x) for x in (image, label))
-        result = synthesize_tumors(
-            image_np,
-            label_np,
-            np.random.default_rng(self._seed),
-            self._tumor_type,
-            self.profile,
-            spacing=self._spacing_of(image),
-            inplace=inplace,
-        )
+        if self.multi_organ:
+            result = self._paint_organs(image_np, label_np, self._spacing_of(image), inplace)
+        else:
+            result = synthesize_tumors(
+                image_np,
+                label_np,
+                np.random.default_rng(self._seed),
+                self._tumor_type,
+                self.profile,
+                spacing=self._spacing_of(image),
+                inplace=inplace,
+            )
         if result is None or inplace:
             return d
         d[image_key] = convert_to_dst_type(result.image[None], dst=image, dtype=image.dtype)[0]
         d[label_key] = convert_to_dst_type(result.label[None], dst=label, dtype=label.dtype)[0]
         return d
+
+
+    def _paint_organs(self, image: np.ndarray, label: np.ndarray, spacing, inplace: bool):
+        """Paint each organ of a multi-organ label in turn; None when none was painted."""
+        rng = np.random.default_rng(self._seed)
+        painted = None
+        for member in self.profile.members:
+            p = np.asarray(member.type_probabilities, dtype=np.float64)
+            tumor_type = member.tumor_types[int(rng.choice(len(p), p=p / p.sum()))]
+            if painted is None and not inplace:
+                # Copies only once something is painted, then every organ paints in place.
+                result = synthesize_tumors(image, label, rng, tumor_type, member, spacing, False, shared_label=True)
+                if result is not None:
+                    painted, image, label = result, result.image, result.label
+            else:
+                result = synthesize_tumors(image, label, rng, tumor_type, member, spacing, True, shared_label=True)
+                painted = painted or result
+        return painted
 
 
 def _on_cpu(x) -> bool:

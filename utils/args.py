@@ -17,9 +17,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows "(default: X)" only where there is a default worth showing (not None / off)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+        if (action.default is None or action.default is False or action.default is argparse.SUPPRESS
+                or isinstance(action.default, ConventionDefault)):  # its help says what it defaults to
             return action.help or ""
         return super()._get_help_string(action)
+
+
+class ConventionDefault(int):
+    """Default class count that the organ's label convention replaces when the flag is not given.
+
+    It is 3 (the original's default, and every single-organ convention); ``--organ multi``
+    turns it into 7. An ``int`` subclass so that the parsed value still reads as 3.
+    """
 
 
 def organ_names() -> list[str]:
@@ -50,8 +59,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
 def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("preprocessing (shared by training and validation)")
     group.add_argument("--organ", default=DEFAULT_ORGAN, type=str.lower, choices=organ_names(),
-                       help="target organ: sets the synthesis profile, the default intensity window and "
-                            "the per-class metric names (profiles in tumor_synthesis.organs)")
+                       help="target organ: sets the synthesis profile, the label convention, the default "
+                            "intensity window and the per-class metric names (profiles in "
+                            "tumor_synthesis.organs). liver (window -21..189 HU), lung (nodules; chest "
+                            "window -1000..500 HU), pancreas, kidney (-175..250 HU): labels 0 background, "
+                            "1 organ, 2 tumor, 3 classes. multi: FreeTumor's multi-organ convention, one "
+                            "model for liver, pancreas and kidney: labels 0 background, 1 liver, 2 liver "
+                            "tumor, 3 pancreas, 4 pancreas tumor, 5 kidney, 6 kidney tumor (7 classes; "
+                            "window -175..250 HU); --syn paints tumors into every organ present")
     group.add_argument("--a_min", default=None, type=float,
                        help="HU mapped to 0 by ScaleIntensityRanged (default: the organ's window, liver -21)")
     group.add_argument("--a_max", default=None, type=float,
@@ -73,10 +88,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
                        help="Swin-UNETR size: tiny / small / base = feature size 12 / 24 / 48")
     group.add_argument("--in_channels", default=1, type=int,
                        help="input channels; must be 1 (one CT image per case), kept for compatibility")
-    group.add_argument("--out_channels", default=3, type=int,
-                       help="network output channels = classes including background")
-    group.add_argument("--num_classes", default=3, type=int,
-                       help="classes including background, for the metrics; must equal --out_channels")
+    group.add_argument("--out_channels", default=ConventionDefault(3), type=int,
+                       help="network output channels = classes including background "
+                            "(default: the organ's label convention, 3; --organ multi: 7)")
+    group.add_argument("--num_classes", default=ConventionDefault(3), type=int,
+                       help="classes including background, for the metrics; must equal --out_channels "
+                            "(default: the organ's label convention, 3; --organ multi: 7)")
     return group
 
 
@@ -109,6 +126,18 @@ def resolve_window(args: argparse.Namespace) -> tuple[float, float]:
         a_min = window[0] if a_min is None else a_min
         a_max = window[1] if a_max is None else a_max
     return float(a_min), float(a_max)
+
+
+def resolve_num_classes(args: argparse.Namespace) -> tuple[int, int]:
+    """``(out_channels, num_classes)``: each flag where given, else the organ's class count (3; multi 7)."""
+    default = organ_profile(args.organ).num_classes
+    out_channels = args.out_channels if _given(args.out_channels) else default
+    num_classes = args.num_classes if _given(args.num_classes) else default
+    return int(out_channels), int(num_classes)
+
+
+def _given(value) -> bool:
+    return value is not None and not isinstance(value, ConventionDefault)
 
 
 def roi_size(args: argparse.Namespace) -> tuple[int, int, int]:

@@ -98,7 +98,8 @@ def get_transforms(
         roi_size: training patch size in voxels (H, W, D); used by ``train`` only.
         syn: paint synthetic tumors (``tumor_synthesis.TumorGenerated``) into the healthy
             organ; ``train`` only.
-        organ: organ whose tumors are synthesised (an organ profile name).
+        organ: organ whose tumors are synthesised (an organ profile name: liver, lung,
+            pancreas, kidney, or multi for FreeTumor's multi-organ labels 0..6).
         syn_prob: probability that a case gets synthetic tumors on a draw.
 
     Returns:
