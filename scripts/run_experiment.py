@@ -1,0 +1,204 @@
+"""The paper's comparison at phantom scale: real-tumor vs synthetic-tumor vs mixed training.
+
+Three arms train the same UNet with the same seed, flags and number of optimizer steps,
+and are scored on the SAME held-out phantom tumor cases:
+
+* ``real``: trained on annotated phantom tumor cases (``04_LiTS``), no synthesis
+  (the original's ``real_k`` folds);
+* ``synthetic``: trained on healthy phantoms with tumors painted on the fly (``--syn``;
+  the original's ``healthy.json``): not one annotated tumor;
+* ``mixed``: healthy + annotated tumor cases with ``--syn`` (the original's ``mix_k``;
+  synthesis only paints scans that hold no tumor yet).
+
+The tumor cases are split once: the first ``--n_real_train`` train the real and mixed
+arms, the rest are the held-out validation set of every arm (never trained on). Arms
+differ in their number of training cases, so each gets ``--steps`` optimizer steps in
+all (epochs = steps / steps per epoch, warm-up scaled alike); training validates only
+after the last epoch, so ``model.pt`` is the final model (no selection on the test cases).
+
+Steps, each a subprocess with the project's own CLIs (printed before it runs):
+``scripts/make_phantom_data.py`` (unless the root exists) -> ``main.py`` per arm ->
+``validation.py`` per arm -> ``scripts/make_report.py`` (table + plots + overlays) ->
+``python -m tumor_synthesis.preview`` (montage of the synthetic tumor types).
+Training passes ``--resume``, so a rerun continues interrupted arms and skips finished ones;
+an arm's evaluation is kept when its ``metrics.csv`` is newer than its ``model.pt``.
+
+    python scripts/run_experiment.py --data_root data/exp_phantom --out runs/experiment --results results
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evaluation.figures import shrink_png  # noqa: E402
+from utils.datalist import read_datalist_json  # noqa: E402
+from utils.io import write_json_atomic  # noqa: E402
+
+ARMS = ("real", "synthetic", "mixed")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_root", default="data/exp_phantom",
+                      help="phantom root (generated with the counts below when it does not exist)")
+    data.add_argument("--n_healthy", type=int, default=8, help="healthy phantoms (synthetic and mixed arms)")
+    data.add_argument("--n_tumor", type=int, default=8, help="phantom tumor cases in all")
+    data.add_argument("--n_real_train", type=int, default=4,
+                      help="tumor cases the real and mixed arms train on; the others are the held-out set")
+    data.add_argument("--data_seed", type=int, default=0, help="seed of the phantom generator")
+
+    train = parser.add_argument_group("training (identical for every arm)")
+    train.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run")
+    train.add_argument("--steps", type=int, default=600, help="optimizer steps per arm")
+    train.add_argument("--warmup_fraction", type=float, default=1 / 15, help="share of the epochs spent warming up")
+    train.add_argument("--batch_size", type=int, default=2)
+    train.add_argument("--optim_lr", type=float, default=1e-3)
+    train.add_argument("--space", type=float, default=2.0, help="resampled isotropic voxel size in mm")
+    train.add_argument("--roi", type=int, default=64, help="cubic patch size in voxels")
+    train.add_argument("--workers", type=int, default=1)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--val_overlap", type=float, default=0.5, help="sliding-window overlap of the evaluation")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", default="runs/experiment", help="runs, datalists and predictions")
+    out.add_argument("--results", default="results", help="table, plots and overlays (committed)")
+    out.add_argument("--dry_run", action="store_true", help="print the commands without running them")
+    return parser
+
+
+def run(command: list[str], dry_run: bool) -> None:
+    print("+ " + shlex.join(command), flush=True)
+    if dry_run:
+        return
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=REPO)
+    print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def ensure_data(args: argparse.Namespace) -> None:
+    root = Path(args.data_root)
+    if (root / "phantom_info.json").is_file():
+        print(f"phantom root {root} exists: using it")
+        return
+    run([sys.executable, "scripts/make_phantom_data.py", "--out", str(root), "--n_healthy", str(args.n_healthy),
+         "--n_tumor", str(args.n_tumor), "--n_chest_healthy", "0", "--n_chest_nodule", "0",
+         "--n_pancreas_tumor", "0", "--n_kidney_tumor", "0", "--seed", str(args.data_seed)], args.dry_run)
+
+
+def build_datalists(args: argparse.Namespace, folder: Path) -> dict[str, Path]:
+    """One datalist per arm; all share the same held-out ``validation`` list.
+
+    Healthy cases come from the root's ``datafolds/healthy.json`` training list, tumor
+    cases from ``datafolds/lits.json`` (in file order).
+    """
+    root = Path(args.data_root)
+    healthy = read_datalist_json(root / "datafolds" / "healthy.json")["training"]
+    lits = read_datalist_json(root / "datafolds" / "lits.json")
+    tumor_cases = lits["training"]
+    if not 0 < args.n_real_train < len(tumor_cases):
+        raise SystemExit(f"error: --n_real_train must leave held-out cases: {len(tumor_cases)} tumor cases in "
+                         f"{root}, --n_real_train {args.n_real_train}")
+    real_train, held_out = tumor_cases[: args.n_real_train], tumor_cases[args.n_real_train:]
+    training = {"real": real_train, "synthetic": healthy, "mixed": healthy + real_train}
+    paths = {}
+    for arm, items in training.items():
+        datalist = {
+            "description": f"phantom experiment, arm {arm}: held-out tumor cases {len(held_out)}",
+            "labels": lits.get("labels", {"0": "background", "1": "liver", "2": "tumor"}),
+            "numTraining": len(items),
+            "numValid": len(held_out),
+            "training": items,
+            "validation": held_out,
+        }
+        paths[arm] = write_json_atomic(folder / f"{arm}.json", datalist)
+    return paths
+
+
+def train_command(args: argparse.Namespace, arm: str, datalist: Path, n_train: int, logdir: Path) -> list[str]:
+    steps_per_epoch = math.ceil(n_train / args.batch_size)
+    epochs = max(1, round(args.steps / steps_per_epoch))
+    warmup = max(1, round(args.warmup_fraction * epochs))
+    space, roi = str(args.space), str(args.roi)
+    command = [
+        sys.executable, "main.py", f"--optim_lr={args.optim_lr}", f"--batch_size={args.batch_size}",
+        "--lrschedule=warmup_cosine", f"--warmup_epochs={warmup}", "--optim_name=adamw", "--model_name=unet",
+        f"--val_every={epochs}", f"--max_epochs={epochs}", "--save_checkpoint", f"--workers={args.workers}",
+        "--noamp", f"--val_overlap={args.val_overlap}", "--space_x", space, "--space_y", space, "--space_z", space,
+        "--roi_x", roi, "--roi_y", roi, "--roi_z", roi, f"--seed={args.seed}", "--device=auto", "--resume",
+        f"--logdir={logdir}", "--train_dir", args.data_root, "--val_dir", args.data_root,
+        "--json_dir", str(datalist),
+    ]
+    return command + (["--syn"] if arm in ("synthetic", "mixed") else [])
+
+
+def is_newer(path: Path, than: Path) -> bool:
+    """Whether ``path`` exists and was written after ``than`` (which must exist too)."""
+    return path.is_file() and than.is_file() and path.stat().st_mtime > than.stat().st_mtime
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    out, results = Path(args.out), Path(args.results)
+    ensure_data(args)
+    if args.dry_run and not (Path(args.data_root) / "phantom_info.json").is_file():
+        print("(dry run: no data root yet, the remaining commands need it)")
+        return 0
+    datalists = build_datalists(args, out / "datalists")
+    arm_dirs = {}
+    for arm in args.arms:
+        n_train = len(read_datalist_json(datalists[arm])["training"])
+        logdir = out / arm
+        run(train_command(args, arm, datalists[arm], n_train, logdir), args.dry_run)
+        arm_dirs[arm] = out / "eval" / arm / str(args.val_overlap)
+        if is_newer(arm_dirs[arm] / "metrics.csv", logdir / "model.pt"):
+            print(f"{arm}: {arm_dirs[arm] / 'metrics.csv'} is newer than its model.pt: evaluation kept")
+            continue
+        run([sys.executable, "validation.py", "--model=unet", f"--val_overlap={args.val_overlap}",
+             "--val_dir", args.data_root, "--json_dir", str(datalists[arm]), "--log_dir", str(logdir),
+             "--save_dir", str(out / "eval")], args.dry_run)
+
+    command = "python scripts/run_experiment.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    notes = [
+        f"Phantom root `{args.data_root}` ({args.n_healthy} healthy + {args.n_tumor} tumor phantoms, seed "
+        f"{args.data_seed}); held-out set: the last {args.n_tumor - args.n_real_train} tumor cases, identical for "
+        f"every arm and never trained on; the real and mixed arms train on the first {args.n_real_train}.",
+        f"Every arm: MONAI UNet (original configuration), {args.steps} AdamW steps of batch {args.batch_size} "
+        f"(lr {args.optim_lr}, warmup-cosine), {args.roi}^3 patches at {args.space} mm, seed {args.seed}; the final "
+        f"model is evaluated (sliding window, overlap {args.val_overlap}, original-geometry predictions, "
+        "largest liver component, tumors within 30 mm of it).",
+    ]
+    report = [sys.executable, "scripts/make_report.py", "--out", str(results), "--name", "experiment",
+              "--title", "Real vs synthetic vs mixed tumor training (phantom scale)",
+              "--json_dir", str(datalists[args.arms[0]]), "--val_dir", args.data_root, "--command", command]
+    for note in notes:
+        report += ["--note", note]
+    for arm, folder in arm_dirs.items():
+        report += ["--arm", f"{arm}={folder}"]
+    run(report, args.dry_run)
+
+    healthy = read_datalist_json(datalists["synthetic"])["training"][0]
+    root = Path(args.data_root)
+    previews = [results / "synthetic_tumors_mix.png", results / "synthetic_tumor_montage.png"]
+    run([sys.executable, "-m", "tumor_synthesis.preview", "--image", str(root / healthy["image"]),
+         "--label", str(root / healthy["label"]), "--type", "mix", "--seed", str(args.seed),
+         "--spacing", str(args.space), str(args.space), str(args.space),
+         "--out", str(previews[0]), "--montage", str(previews[1])], args.dry_run)
+    if not args.dry_run:
+        for path in previews:  # committed files: keep each well under 300 KB
+            shrink_png(path)
+    print(f"done: {results / 'experiment.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
