@@ -10,14 +10,10 @@
 # SAVE_DIR (output root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA_ROOT="${DATA_ROOT:-data/phantom}"
-DATAFOLDS="${DATAFOLDS:-datafolds}"
-FOLD="${FOLD:-0}"
-MODEL="${MODEL:-unet}"
+source scripts/common.sh  # DATA_ROOT, DATAFOLDS, FOLD, MODEL, PYTHON, TORCHRUN
 RUN="${RUN:-synt.no_pretrain.$MODEL$FOLD}"
 JSON="${JSON:-$DATAFOLDS/real_$FOLD.json}"
 SAVE_DIR="${SAVE_DIR:-outs}"
-PYTHON="${PYTHON:-python}"
 val_path="$DATA_ROOT"
 
 "$PYTHON" validation.py --model="$MODEL" --val_overlap=0.75 --val_dir "$val_path" --json_dir "$JSON" \

@@ -16,16 +16,9 @@ NNODES="${NNODES:-2}"
 NODE_RANK="${NODE_RANK:?set NODE_RANK to the index of this node, 0 .. NNODES-1}"
 MASTER_ADDR="${MASTER_ADDR:?set MASTER_ADDR to the address of the node with NODE_RANK=0}"
 MASTER_PORT="${MASTER_PORT:-29500}"
-DATA_ROOT="${DATA_ROOT:-data/phantom}"
-DATAFOLDS="${DATAFOLDS:-datafolds}"
-FOLD="${FOLD:-0}"
-MODEL="${MODEL:-unet}"
+source scripts/common.sh  # DATA_ROOT, DATAFOLDS, FOLD, MODEL, PYTHON, TORCHRUN
 JSON="${JSON:-$DATAFOLDS/healthy.json}"
-TORCHRUN="${TORCHRUN:-torchrun}"
-if [ -z "${NPROC:-}" ]; then
-  NPROC=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
-  [ "$NPROC" -ge 1 ] || NPROC=1
-fi
+NPROC="$(processes_per_node)"
 
 "$TORCHRUN" --nnodes="$NNODES" --node_rank="$NODE_RANK" --nproc_per_node="$NPROC" \
   --master_addr="$MASTER_ADDR" --master_port="$MASTER_PORT" main.py --optim_lr=4e-4 --batch_size=2 \

@@ -9,12 +9,8 @@
 # Variables: DATA_ROOT, DATAFOLDS (folder of real_k.json / mix_k.json), FOLD, MODEL, PORT, MIX.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA_ROOT="${DATA_ROOT:-data/phantom}"
-DATAFOLDS="${DATAFOLDS:-datafolds}"
-FOLD="${FOLD:-0}"
-MODEL="${MODEL:-unet}"
+source scripts/common.sh  # DATA_ROOT, DATAFOLDS, FOLD, MODEL, PYTHON, TORCHRUN
 PORT="${PORT:-$((13000 + RANDOM % 1000))}"
-PYTHON="${PYTHON:-python}"
 train_path="$DATA_ROOT"
 val_path="$DATA_ROOT"
 

@@ -10,12 +10,8 @@
 # FOLD (names the run, as the original's $fold), MODEL (unet | swin_unetrv2), PORT (rendezvous port).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA_ROOT="${DATA_ROOT:-data/phantom}"
-DATAFOLDS="${DATAFOLDS:-datafolds}"
-FOLD="${FOLD:-0}"
-MODEL="${MODEL:-unet}"
+source scripts/common.sh  # DATA_ROOT, DATAFOLDS, FOLD, MODEL, PYTHON, TORCHRUN
 PORT="${PORT:-$((12000 + RANDOM % 1000))}"
-PYTHON="${PYTHON:-python}"
 train_path="$DATA_ROOT"
 val_path="$DATA_ROOT"
 

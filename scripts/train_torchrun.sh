@@ -11,16 +11,9 @@
 # FOLD, MODEL, JSON (default: healthy.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA_ROOT="${DATA_ROOT:-data/phantom}"
-DATAFOLDS="${DATAFOLDS:-datafolds}"
-FOLD="${FOLD:-0}"
-MODEL="${MODEL:-unet}"
+source scripts/common.sh  # DATA_ROOT, DATAFOLDS, FOLD, MODEL, PYTHON, TORCHRUN
 JSON="${JSON:-$DATAFOLDS/healthy.json}"
-TORCHRUN="${TORCHRUN:-torchrun}"
-if [ -z "${NPROC:-}" ]; then
-  NPROC=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
-  [ "$NPROC" -ge 1 ] || NPROC=1
-fi
+NPROC="$(processes_per_node)"
 
 "$TORCHRUN" --standalone --nproc_per_node="$NPROC" main.py --optim_lr=4e-4 --batch_size=2 \
   --lrschedule=warmup_cosine --optim_name=adamw --model_name="$MODEL" --val_every=200 --max_epochs=4000 \
