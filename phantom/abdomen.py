@@ -19,7 +19,7 @@ import numpy as np
 
 from .geometry import Grid, make_grid, rotation_matrix
 from .render import Canvas, MaskLookup
-from .skeleton import Spine, paint_ribs, spine_behind
+from .skeleton import BodyWallLayers, Spine, paint_ribs, spine_behind
 from .shapes import (
     Ellipsoid,
     EllipticCylinder,
@@ -63,7 +63,7 @@ class HollowTube:
 
 
 @dataclass(frozen=True)
-class AbdomenAnatomy:
+class AbdomenAnatomy(BodyWallLayers):
     """Every random choice of one abdomen case (shapes in world mm, HU values)."""
 
     body: EllipticCylinder
@@ -93,19 +93,6 @@ class AbdomenAnatomy:
     noise_std: float
     targets_ml: dict
     scales: dict
-
-    # -- derived layers -------------------------------------------------------------
-    @property
-    def subcutaneous(self) -> EllipticCylinder:
-        return self.body.shrunk(self.skin_mm, self.skin_mm)
-
-    @property
-    def muscle_wall(self) -> EllipticCylinder:
-        return self.subcutaneous.shrunk(*self.fat_mm)
-
-    @property
-    def cavity(self) -> EllipticCylinder:
-        return self.muscle_wall.shrunk(*self.muscle_mm)
 
     # -- organs at their calibrated size ----------------------------------------------
     def scaled_liver(self) -> Union:

@@ -23,7 +23,7 @@ from scipy import ndimage
 from .geometry import Grid, make_grid, rotation_matrix
 from .render import Canvas, MaskLookup
 from .shapes import Ellipsoid, EllipticCylinder, SmoothField, Tube, grow_vessel_tree, random_smooth_field, random_wobble
-from .skeleton import Spine, paint_ribs, spine_behind
+from .skeleton import BodyWallLayers, Spine, paint_ribs, spine_behind
 from .tissues import CHEST_LABELS as L
 from .tissues import Tissue as T
 
@@ -37,7 +37,7 @@ _SOFT = (T.VISCERAL_FAT, T.LUNG)
 
 
 @dataclass(frozen=True)
-class ChestAnatomy:
+class ChestAnatomy(BodyWallLayers):
     """Every random choice of one chest case (shapes in world mm, HU values)."""
 
     body: EllipticCylinder
@@ -60,18 +60,6 @@ class ChestAnatomy:
     lung_gradient_hu: float
     textures: dict
     noise_std: float
-
-    @property
-    def subcutaneous(self) -> EllipticCylinder:
-        return self.body.shrunk(self.skin_mm, self.skin_mm)
-
-    @property
-    def muscle_wall(self) -> EllipticCylinder:
-        return self.subcutaneous.shrunk(*self.fat_mm)
-
-    @property
-    def cavity(self) -> EllipticCylinder:
-        return self.muscle_wall.shrunk(*self.muscle_mm)
 
 
 def _u(rng, lo, hi):

@@ -11,6 +11,26 @@ from .shapes import EllipticCylinder
 from .tissues import Tissue as T
 
 
+class BodyWallLayers:
+    """The layers of the trunk wall, derived from an anatomy's body contour and thicknesses.
+
+    Mixed into the abdomen and chest anatomies, which define ``body`` (the skin surface),
+    ``skin_mm``, ``fat_mm`` and ``muscle_mm`` (in-plane thicknesses in mm).
+    """
+
+    @property
+    def subcutaneous(self) -> EllipticCylinder:
+        return self.body.shrunk(self.skin_mm, self.skin_mm)
+
+    @property
+    def muscle_wall(self) -> EllipticCylinder:
+        return self.subcutaneous.shrunk(*self.fat_mm)
+
+    @property
+    def cavity(self) -> EllipticCylinder:
+        return self.muscle_wall.shrunk(*self.muscle_mm)
+
+
 @dataclass(frozen=True)
 class Spine:
     """A vertebral column along z.
