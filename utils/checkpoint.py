@@ -56,11 +56,29 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types (RuntimeError, UnpicklingError, EOFError, ...)
         raise CheckpointError(
-            f"checkpoint {path} cannot be read (truncated, corrupt, or not a PyTorch file): {type(e).__name__}: {e}"
+            f"checkpoint {path} cannot be read (truncated, corrupt, or not a PyTorch file): "
+            f"{type(e).__name__}: {_load_error_reason(e)}"
         ) from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
     return obj
+
+
+def _load_error_reason(error: Exception) -> str:
+    """The informative part of a ``torch.load`` error.
+
+    torch's weights-only failure message advises retrying with ``weights_only=False``, wrong
+    advice for a corrupt file; its actual reason is the line after "WeightsUnpickler error".
+    Other errors are short: their first line is kept (the full error stays chained).
+    """
+    marker = "WeightsUnpickler error:"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if marker in line:
+            # The reason follows the marker, on its line or on the next one.
+            reason = line.split(marker, 1)[1].strip() or " ".join(lines[i + 1 : i + 2])
+            return f"not a weights-only checkpoint ({reason})"
+    return lines[0] if lines else ""
 
 
 def extract_state_dict(checkpoint: Mapping[str, Any], path: str | os.PathLike = "<checkpoint>") -> dict:
