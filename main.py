@@ -55,6 +55,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--syn", action="store_true",
                        help="paint synthetic tumors into the organ of each training case on every draw "
                             "(train on healthy scans)")
+    group.add_argument("--syn_rim_mm", default=None, type=float,
+                       help="with --syn: keep this much organ tissue (mm) between a synthetic tumor and the organ's "
+                            "surface (default 0, the original: tumors are clipped at the surface, and one at the edge "
+                            "merges with the muscle or fluid next to the organ; 3 is what the phantom experiment uses)")
     group.add_argument("--cache_num", default=500, type=int,
                        help="cache the preprocessed (loaded, oriented, resampled) training cases, at most this many; "
                             "the rest are preprocessed on every draw (the original's cache never rotated, so cases "
@@ -196,7 +200,7 @@ def train(args: argparse.Namespace, datalists: dict, ctx: DistContext, amp: bool
 
 #: Flags whose change makes a resumed run differ from the interrupted one.
 RESUME_SENSITIVE_FLAGS = ("max_epochs", "warmup_epochs", "lrschedule", "optim_name", "optim_lr", "reg_weight",
-                          "batch_size", "model_name", "swin_type", "syn", "organ", "json_dir", "seed")
+                          "batch_size", "model_name", "swin_type", "syn", "syn_rim_mm", "organ", "json_dir", "seed")
 
 
 def warn_changed_flags(saved: dict, args: argparse.Namespace, ctx: DistContext) -> None:
@@ -224,6 +228,11 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> None:
     if args.resume_ckpt and not args.pretrained_dir:
         raise ValueError("--resume_ckpt needs --pretrained_dir (the checkpoint to load)")
     check_model_args(args.model_name, cli.roi_size(args), args.swin_type)
+    if args.syn_rim_mm is not None:
+        if not args.syn:
+            raise ValueError("--syn_rim_mm shapes synthetic tumors: it needs --syn")
+        if not args.syn_rim_mm >= 0:
+            raise ValueError(f"--syn_rim_mm must be a thickness >= 0 mm, got {args.syn_rim_mm}")
     if args.use_pretrained and args.model_name != "swin_unetrv2":
         raise ValueError("--use_pretrained loads Swin-ViT encoder weights: it needs --model_name swin_unetrv2")
     # Weight files are checked now, not after minutes of caching.
@@ -281,7 +290,8 @@ def build_loaders(args: argparse.Namespace, datalists: dict, ctx: DistContext):
     """Training loader (cached prefix, synthesis and augmentation per draw) and validation loader."""
     preprocessing = dict(a_min=args.a_min, a_max=args.a_max, space=cli.spacing(args))
     train_transform = get_transforms(
-        "train", **preprocessing, roi_size=cli.roi_size(args), syn=args.syn, organ=args.organ
+        "train", **preprocessing, roi_size=cli.roi_size(args), syn=args.syn, organ=args.organ,
+        syn_rim_mm=args.syn_rim_mm,
     )
     train_ds = build_train_dataset(
         with_case_index(datalists["training"]), train_transform, args.cache_num, args.cache_rate, args.workers,

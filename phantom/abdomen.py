@@ -223,13 +223,16 @@ def design_abdomen(rng: np.random.Generator) -> AbdomenAnatomy:
                            [40.0, np.deg2rad(125), 0.95], [12.0, np.deg2rad(95), 0.85]])
     rib_levels[:, 0] += _u(rng, -10, 10)
 
-    liver_hu = _u(rng, 55.0, 70.0)
+    # Portal-venous phase, like the enhancing vessels and kidney cortex below (and like LiTS / the
+    # original's -21..189 HU window): the liver enhances to about 100 HU, the gallbladder stays near
+    # water. An unenhanced liver (55-70 HU) would put hypodense tumours at the density of bile.
+    liver_hu = _u(rng, 95.0, 115.0)
     hu = {
         T.AIR: -1000.0, T.SKIN: _u(rng, 10, 40), T.SUBCUTANEOUS_FAT: _u(rng, -110, -90),
         T.MUSCLE: _u(rng, 45, 58), T.VISCERAL_FAT: _u(rng, -105, -85), T.CORTICAL_BONE: _u(rng, 800, 1000),
         T.CANCELLOUS_BONE: _u(rng, 330, 420), T.LIVER: liver_hu, T.LIVER_VESSEL: _u(rng, 160, 195),
-        T.SPLEEN: liver_hu + _u(rng, 8, 25), T.KIDNEY_CORTEX: _u(rng, 160, 200), T.KIDNEY_MEDULLA: _u(rng, 100, 130),
-        T.RENAL_SINUS_FAT: _u(rng, -100, -80), T.PANCREAS: _u(rng, 65, 85), T.GUT_WALL: _u(rng, 40, 60),
+        T.SPLEEN: liver_hu + _u(rng, 5, 20), T.KIDNEY_CORTEX: _u(rng, 160, 200), T.KIDNEY_MEDULLA: _u(rng, 100, 130),
+        T.RENAL_SINUS_FAT: _u(rng, -100, -80), T.PANCREAS: _u(rng, 85, 105), T.GUT_WALL: _u(rng, 40, 60),
         T.GUT_FLUID: _u(rng, 5, 25), T.GAS: -1000.0, T.ARTERY: _u(rng, 150, 200), T.VEIN: _u(rng, 120, 160),
         T.GALLBLADDER: _u(rng, 0, 20), T.CSF: _u(rng, 5, 20), T.DISC: _u(rng, 70, 100),
     }

@@ -1,6 +1,6 @@
 """The paper's comparison at phantom scale: real-tumor vs synthetic-tumor vs mixed training.
 
-Three arms train the same UNet with the same seed, flags and number of optimizer steps,
+The arms train the same UNet with the same seed, flags and number of optimizer steps,
 and are scored on the SAME held-out phantom tumor cases:
 
 * ``real``: trained on annotated phantom tumor cases (``04_LiTS``), no synthesis
@@ -8,7 +8,11 @@ and are scored on the SAME held-out phantom tumor cases:
 * ``synthetic``: trained on healthy phantoms with tumors painted on the fly (``--syn``;
   the original's ``healthy.json``): not one annotated tumor;
 * ``mixed``: healthy + annotated tumor cases with ``--syn`` (the original's ``mix_k``;
-  synthesis only paints scans that hold no tumor yet).
+  synthesis only paints scans that hold no tumor yet);
+* ``synthetic_no_rim``: the synthetic arm with the original's clipping of tumors at the
+  liver surface (``--syn_rim_mm 0``): the ``synthetic`` and ``mixed`` arms keep
+  ``--syn_rim_mm`` (3 mm) of liver between a tumor and the surface, and this arm measures
+  what that changes.
 
 The tumor cases are split once: the first ``--n_real_train`` train the real and mixed
 arms, the rest are the held-out validation set of every arm (never trained on). Arms
@@ -42,7 +46,9 @@ from evaluation.figures import shrink_png  # noqa: E402
 from utils.datalist import read_datalist_json  # noqa: E402
 from utils.io import write_json_atomic  # noqa: E402
 
-ARMS = ("real", "synthetic", "mixed")
+ARMS = ("real", "synthetic", "mixed", "synthetic_no_rim")
+#: Arms that paint synthetic tumors.
+SYN_ARMS = ("synthetic", "mixed", "synthetic_no_rim")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -59,7 +65,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     train = parser.add_argument_group("training (identical for every arm)")
     train.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run")
-    train.add_argument("--steps", type=int, default=600, help="optimizer steps per arm")
+    train.add_argument("--steps", type=int, default=1500, help="optimizer steps per arm")
+    train.add_argument("--syn_rim_mm", type=float, default=3.0,
+                       help="liver kept between a synthetic tumor and the liver surface (mm) in the synthetic and "
+                            "mixed arms (synthetic_no_rim: 0, the original)")
     train.add_argument("--warmup_fraction", type=float, default=1 / 15, help="share of the epochs spent warming up")
     train.add_argument("--batch_size", type=int, default=2)
     train.add_argument("--optim_lr", type=float, default=1e-3)
@@ -109,7 +118,7 @@ def build_datalists(args: argparse.Namespace, folder: Path) -> dict[str, Path]:
         raise SystemExit(f"error: --n_real_train must leave held-out cases: {len(tumor_cases)} tumor cases in "
                          f"{root}, --n_real_train {args.n_real_train}")
     real_train, held_out = tumor_cases[: args.n_real_train], tumor_cases[args.n_real_train:]
-    training = {"real": real_train, "synthetic": healthy, "mixed": healthy + real_train}
+    training = {"real": real_train, "synthetic": healthy, "mixed": healthy + real_train, "synthetic_no_rim": healthy}
     paths = {}
     for arm, items in training.items():
         datalist = {
@@ -138,7 +147,9 @@ def train_command(args: argparse.Namespace, arm: str, datalist: Path, n_train: i
         f"--logdir={logdir}", "--train_dir", args.data_root, "--val_dir", args.data_root,
         "--json_dir", str(datalist),
     ]
-    return command + (["--syn"] if arm in ("synthetic", "mixed") else [])
+    if arm not in SYN_ARMS:
+        return command
+    return command + ["--syn", f"--syn_rim_mm={0.0 if arm == 'synthetic_no_rim' else args.syn_rim_mm}"]
 
 
 def is_newer(path: Path, than: Path) -> bool:
@@ -173,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.data_seed}); held-out set: the last {args.n_tumor - args.n_real_train} tumor cases, identical for "
         f"every arm and never trained on; the real and mixed arms train on the first {args.n_real_train}.",
         f"Every arm: MONAI UNet (original configuration), {args.steps} AdamW steps of batch {args.batch_size} "
-        f"(lr {args.optim_lr}, warmup-cosine), {args.roi}^3 patches at {args.space} mm, seed {args.seed}; the final "
+        f"(lr {args.optim_lr}, warmup-cosine), {args.roi}^3 patches at {args.space} mm, seed {args.seed}; synthetic "
+        f"tumors keep {args.syn_rim_mm:g} mm of liver under the surface (synthetic_no_rim: 0, the original); the final "
         f"model is evaluated (sliding window, overlap {args.val_overlap}, original-geometry predictions, "
         "largest liver component, tumors within 30 mm of it).",
     ]
@@ -191,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     previews = [results / "synthetic_tumors_mix.png", results / "synthetic_tumor_montage.png"]
     run([sys.executable, "-m", "tumor_synthesis.preview", "--image", str(root / healthy["image"]),
          "--label", str(root / healthy["label"]), "--type", "mix", "--seed", str(args.seed),
-         "--spacing", str(args.space), str(args.space), str(args.space),
+         "--spacing", str(args.space), str(args.space), str(args.space), "--syn_rim_mm", str(args.syn_rim_mm),
          "--out", str(previews[0]), "--montage", str(previews[1])], args.dry_run)
     if not args.dry_run:
         for path in previews:  # committed files: keep each well under 300 KB

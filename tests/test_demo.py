@@ -166,17 +166,20 @@ def test_experiment_datalists_share_one_held_out_set_disjoint_from_training(tmp_
     assert lists["real"]["training"] == tumors[:2]
     assert lists["synthetic"]["training"] == healthy
     assert lists["mixed"]["training"] == healthy + tumors[:2]
+    assert lists["synthetic_no_rim"]["training"] == healthy
 
 
 def test_experiment_arms_get_the_same_number_of_steps(tmp_path):
     args = run_experiment.get_args_parser().parse_args(["--steps", "600", "--batch_size", "2"])
     plans = {}
-    for arm, n_train in (("real", 4), ("synthetic", 8), ("mixed", 12)):
+    for arm, n_train in (("real", 4), ("synthetic", 8), ("mixed", 12), ("synthetic_no_rim", 8)):
         command = run_experiment.train_command(args, arm, tmp_path / f"{arm}.json", n_train, tmp_path / arm)
         flags = dict(c.split("=", 1) for c in command if c.startswith("--") and "=" in c)
         epochs = int(flags["--max_epochs"])
-        plans[arm] = (epochs * math.ceil(n_train / 2), "--syn" in command, flags["--val_every"] == str(epochs))
-    assert plans == {"real": (600, False, True), "synthetic": (600, True, True), "mixed": (600, True, True)}
+        plans[arm] = (epochs * math.ceil(n_train / 2), "--syn" in command, flags["--val_every"] == str(epochs),
+                      flags.get("--syn_rim_mm"))
+    assert plans == {"real": (600, False, True, None), "synthetic": (600, True, True, "3.0"),
+                     "mixed": (600, True, True, "3.0"), "synthetic_no_rim": (600, True, True, "0.0")}
 
 
 def test_experiment_rejects_a_split_without_held_out_cases(tmp_path):

@@ -1,9 +1,12 @@
 """Placement: organ crop, erosion, centre law, and the fallbacks of small organs."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from tumor_synthesis import get_organ_profile, synthesize_tumors
 from tumor_synthesis.placement import CenterSampler, erode_plane, scan_label, widening_bands
 
 
@@ -100,3 +103,47 @@ def test_band_widens_when_only_the_organ_top_is_thick():
         x, y, z = sampler.sample(rng)
         assert crop.mask[x, y, z]
         assert z > crop.z_first + 0.7 * (crop.z_last - crop.z_first)
+
+
+@pytest.mark.parametrize("spacing", [(2.0, 2.0, 2.0), (1.0, 1.0, 2.5)])
+def test_liver_tumors_keep_a_rim_of_parenchyma_under_the_surface(spacing):
+    # A 140 x 100 x 120 mm ellipsoid "liver"; large tumors (r 24-40 mm) centred 2 mm inside
+    # it often reach its surface. Depth is measured independently, with scipy's EDT in mm.
+    shape = tuple(int(round(n / s)) for n, s in zip((160.0, 120.0, 140.0), spacing))
+    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
+    organ = sum(((g * s - c) / r) ** 2 for g, s, c, r in zip(grids, spacing, (80, 60, 70), (70, 50, 60))) < 1
+    depth = ndimage.distance_transform_edt(organ, sampling=spacing)
+    image = np.where(organ, 100, -100).astype(np.int16)
+    label = organ.astype(np.uint8)
+    liver = get_organ_profile("liver")
+    shallowest = {}
+    for rim in (3.0, 0.0):
+        profile = replace(liver, surface_rim_mm=rim)
+        depths = []
+        for seed in range(4):
+            out = synthesize_tumors(image, label, np.random.default_rng(seed), "large", profile, spacing=spacing)
+            tumor = out.label == 2
+            assert tumor.any() and not (tumor & ~organ).any()
+            depths.append(depth[tumor].min())
+            # Outside the clipped mask only the blur's tail changes the image, and never outside the organ.
+            assert np.array_equal(out.image[~organ], image[~organ])
+        shallowest[rim] = min(depths)
+    assert shallowest[3.0] > 3.0
+    assert shallowest[0.0] <= max(spacing)  # the original: tumors reach the surface voxels
+
+
+def test_a_negative_surface_rim_is_refused():
+    with pytest.raises(ValueError, match="surface_rim_mm"):
+        replace(get_organ_profile("liver"), surface_rim_mm=-1.0)
+
+
+def test_transform_surface_rim_overrides_every_organ_profile():
+    from tumor_synthesis import TumorGenerated
+
+    assert TumorGenerated().profile.surface_rim_mm == 0.0  # the original's clipping by default
+    assert TumorGenerated(surface_rim_mm=3).profile.surface_rim_mm == 3.0
+    multi = TumorGenerated(organ="multi", surface_rim_mm=2.5).profile
+    assert [m.surface_rim_mm for m in multi.members] == [2.5, 2.5, 2.5]
+    assert get_organ_profile("liver").surface_rim_mm == 0.0  # the shared profile is not modified
+    with pytest.raises(ValueError, match="surface rim"):
+        TumorGenerated(surface_rim_mm=float("nan"))

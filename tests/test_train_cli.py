@@ -216,6 +216,31 @@ def test_mismatched_out_channels_is_rejected(data_root, capsys):
     assert "--out_channels (4) and --num_classes (3) must agree" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--syn_rim_mm", "3"], "--syn_rim_mm shapes synthetic tumors: it needs --syn"),
+    (["--syn", "--syn_rim_mm", "-1"], "--syn_rim_mm must be a thickness >= 0 mm, got -1.0"),
+])
+def test_syn_rim_needs_syn_and_a_thickness(data_root, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main([*data_flags(data_root), *flags])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_syn_rim_reaches_the_synthesis_transform(data_root):
+    from tumor_synthesis import TumorGenerated
+    from utils.distributed import DistContext
+
+    def synthesis(argv):
+        args = train_cli.get_args_parser().parse_args([*data_flags(data_root), "--syn", "--workers", "0", *SMALL,
+                                                       *argv])
+        train_cli.complete_args(args, torch.device("cpu"))
+        loader, _ = train_cli.build_loaders(args, train_cli.load_datalists(args), DistContext())
+        return next(t for t in loader.dataset.transform.transforms if isinstance(t, TumorGenerated))
+
+    assert synthesis([]).profile.surface_rim_mm == 0.0  # the original's clipping by default
+    assert synthesis(["--syn_rim_mm", "3"]).profile.surface_rim_mm == 3.0
+
+
 # ---------------------------------------------------------------------------------------- runs
 @pytest.fixture(scope="module")
 def small_phantom_root(tmp_path_factory):

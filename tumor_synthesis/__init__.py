@@ -15,7 +15,14 @@ are pure numpy functions driven by a ``numpy.random.Generator``:
 """
 
 from tumor_synthesis.engine import SynthesisPlan, SynthesisResult, synthesize_tumors
-from tumor_synthesis.organs import LesionKind, MultiOrganProfile, OrganProfile, available_organs, get_organ_profile
+from tumor_synthesis.organs import (
+    LesionKind,
+    MultiOrganProfile,
+    OrganProfile,
+    available_organs,
+    get_organ_profile,
+    with_surface_rim,
+)
 from tumor_synthesis.sizes import SIZE_CLASSES, TUMOR_TYPES
 from tumor_synthesis.transform import TumorGenerated
 
@@ -29,6 +36,7 @@ __all__ = [
     "LesionKind",
     "available_organs",
     "get_organ_profile",
+    "with_surface_rim",
     "SIZE_CLASSES",
     "TUMOR_TYPES",
 ]

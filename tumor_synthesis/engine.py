@@ -157,6 +157,7 @@ def synthesize_tumors(
     work = _working_box(crop, label, image, profile, specs, unclipped, spacing, blur_radius)
     pieces, placed = _place_tumors(specs, unclipped, crop, work, sampler, spacing, rng, profile.centered_sizes)
     boxes = _blur_boxes(pieces, blur_radius, work.organ.shape)
+    rim = _ball(profile.surface_rim_mm, spacing) if profile.surface_rim_mm > 0 else None
     image_work, label_work = image[work.slices], label[work.slices]
     organ_hu = _organ_statistics(image_work, work.organ) if any(p.unclipped for p in pieces) else None
     # Tumors whose blurred footprints overlap are painted together: the blur acts on the
@@ -171,8 +172,12 @@ def synthesize_tumors(
             if piece.unclipped:
                 exophytic = True
                 union[at] |= piece.mask & (organ[at] | work.outside[box][at])
-            else:
+            elif rim is None:
                 union[at] |= piece.mask & organ[at]
+            else:
+                start = work.start + piece.start
+                inner = _eroded_organ(label, profile, start, start + piece.mask.shape, rim)
+                union[at] |= piece.mask & organ[at] & inner
         if exophytic:
             union = _touching_organ(union, organ)
         if not union.any():
@@ -259,6 +264,32 @@ def _touching_organ(union: np.ndarray, organ: np.ndarray) -> np.ndarray:
     components, _ = ndimage.label(union, structure=np.ones((3, 3, 3), dtype=bool))
     keep = np.unique(components[union & organ])
     return np.isin(components, keep[keep > 0])
+
+
+def _ball(radius_mm: float, spacing) -> np.ndarray:
+    """Ellipsoidal structuring element of ``radius_mm`` in every direction (at least the centre voxel)."""
+    half = [int(radius_mm // s) for s in spacing]
+    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+    return sum((g * s / radius_mm) ** 2 for g, s in zip(grids, spacing)) <= 1.0
+
+
+def _eroded_organ(label: np.ndarray, profile, lo: np.ndarray, hi: np.ndarray, ball: np.ndarray) -> np.ndarray:
+    """The organ (tumor voxels painted so far included) eroded by ``ball``, over the volume box [lo, hi).
+
+    The erosion reads the label up to the ball's half-width around the box, so the organ's
+    surface just outside the box (the organ crop is its bounding box shrunk by one voxel)
+    still erodes it; the scan's own faces are not organ surface: an organ cut by the field
+    of view continues beyond it.
+    """
+    half = np.array(ball.shape) // 2
+    outer_lo = np.maximum(lo - half, 0)
+    outer_hi = np.minimum(hi + half, np.array(label.shape))
+    outer = label[tuple(slice(int(a), int(b)) for a, b in zip(outer_lo, outer_hi))]
+    organ = (outer == profile.organ_label) | (outer == profile.tumor_label)
+    inner = tuple(slice(int(a), int(b)) for a, b in zip(lo - outer_lo, hi - outer_lo))
+    if organ.all():  # deep inside the organ: nothing to erode (most small tumors)
+        return organ[inner]
+    return ndimage.binary_erosion(organ, structure=ball, border_value=1)[inner]
 
 
 def _organ_center(crop, spacing) -> np.ndarray:

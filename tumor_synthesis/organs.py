@@ -94,6 +94,9 @@ class OrganProfile:
             and its baseline there is drawn from a normal law with the organ's median HU
             and voxel noise, so that the outside part looks like the inside part.
         exophytic_min_hu: lowest HU an exophytic tumor may grow into.
+        surface_rim_mm: thickness (mm) of organ tissue kept between a clipped tumor and the
+            organ's surface: the tumor is clipped to the organ eroded by this much (0: the
+            original, a tumor is clipped at the surface itself).
     """
 
     name: str
@@ -117,6 +120,7 @@ class OrganProfile:
     exophytic_sizes: tuple[str, ...] = ()
     exophytic_probability: float = 0.0
     exophytic_min_hu: float = -300.0
+    surface_rim_mm: float = 0.0
 
     def __post_init__(self):
         unknown = [t for t in self.tumor_types if t not in TUMOR_TYPES]
@@ -132,6 +136,8 @@ class OrganProfile:
             total = sum(k.probability for k in self.lesion_kinds)
             if not self.lesion_kinds or abs(total - 1.0) > 1e-6:
                 raise ValueError(f"organ profile {self.name!r}: the target model needs lesion kinds summing to 1")
+        if self.surface_rim_mm < 0:
+            raise ValueError(f"organ profile {self.name!r}: surface_rim_mm must be >= 0")
         if not 0.0 <= self.exophytic_probability <= 1.0:
             raise ValueError(f"organ profile {self.name!r}: exophytic_probability must be in [0, 1]")
         if len(self.class_names) <= max(self.organ_label, self.tumor_label):
@@ -271,3 +277,13 @@ def get_organ_profile(name: str) -> OrganProfile | MultiOrganProfile:
     if key not in PROFILES:
         raise ValueError(f"no tumor synthesis profile for organ {name!r}; available: {list(PROFILES)}")
     return PROFILES[key]
+
+
+def with_surface_rim(profile: OrganProfile | MultiOrganProfile, rim_mm: float) -> OrganProfile | MultiOrganProfile:
+    """``profile`` whose clipped tumors keep ``rim_mm`` of organ tissue under the surface (every member organ)."""
+    rim_mm = float(rim_mm)
+    if not rim_mm >= 0:  # also refuses NaN
+        raise ValueError(f"the surface rim must be a thickness >= 0 mm, got {rim_mm}")
+    if isinstance(profile, MultiOrganProfile):
+        return replace(profile, members=tuple(replace(m, surface_rim_mm=rim_mm) for m in profile.members))
+    return replace(profile, surface_rim_mm=rim_mm)

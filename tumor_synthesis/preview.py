@@ -66,8 +66,8 @@ def load_case(image_path: str, label_path: str, spacing=None) -> dict:
     return data
 
 
-def paint(data: dict, tumor_type: str, seed: int, organ: str) -> dict:
-    """Apply ``TumorGenerated`` with probability 1 and only ``tumor_type``."""
+def paint(data: dict, tumor_type: str, seed: int, organ: str, rim_mm: float | None = None) -> dict:
+    """Apply ``TumorGenerated`` with probability 1 and only ``tumor_type`` (``rim_mm``: its ``surface_rim_mm``)."""
     profile = get_organ_profile(organ)
     if tumor_type not in profile.tumor_types:
         raise PreviewError(f"unknown tumor type {tumor_type!r} for {organ}; choose one of {list(profile.tumor_types)}")
@@ -78,7 +78,8 @@ def paint(data: dict, tumor_type: str, seed: int, organ: str) -> dict:
             "tumors are only painted into healthy cases"
         )
     one_hot = [1.0 if t == tumor_type else 0.0 for t in profile.tumor_types]
-    transform = TumorGenerated(prob=1.0, tumor_prob=one_hot, organ=organ).set_random_state(seed)
+    transform = TumorGenerated(prob=1.0, tumor_prob=one_hot, organ=organ, surface_rim_mm=rim_mm)
+    transform.set_random_state(seed)
     return transform(dict(data))
 
 
@@ -179,7 +180,7 @@ def render_preview(before: dict, after: dict, out: Path, tumor_type: str, seed: 
     return summary
 
 
-def render_montage(before: dict, out: Path, seed: int, organ: str) -> None:
+def render_montage(before: dict, out: Path, seed: int, organ: str, rim_mm: float | None = None) -> None:
     """One axial slice through the largest tumor of each tumor type, side by side."""
     import matplotlib
 
@@ -191,7 +192,7 @@ def render_montage(before: dict, out: Path, seed: int, organ: str) -> None:
     spacing = _spacing(before["image"])
     fig, axes = plt.subplots(1, len(types), figsize=(3.4 * len(types), 3.6), layout="constrained")
     for ax, tumor_type in zip(np.atleast_1d(axes), types):
-        after = paint(before, tumor_type, seed, organ)
+        after = paint(before, tumor_type, seed, organ, rim_mm)
         img1, lab1 = _as_numpy(after["image"]), _as_numpy(after["label"])
         center = largest_tumor_center(lab1, profile.tumor_label)
         if center is None:
@@ -246,6 +247,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="resample to this voxel size (mm) first, as Spacingd does in training",
     )
     parser.add_argument("--montage", default=None, help="also write a PNG with one slice per tumor type")
+    parser.add_argument("--syn_rim_mm", type=float, default=None,
+                        help="organ tissue (mm) kept between a tumor and the organ surface, as main.py's "
+                             "--syn_rim_mm (default: the profile's, 0 as the original)")
     return parser
 
 
@@ -256,11 +260,11 @@ def main(argv=None) -> int:
             types = get_organ_profile(args.organ).tumor_types
             args.tumor_type = "mix" if "mix" in types else types[-1]
         before = load_case(args.image, args.label, args.spacing)
-        after = paint(before, args.tumor_type, args.seed, args.organ)
+        after = paint(before, args.tumor_type, args.seed, args.organ, args.syn_rim_mm)
         summary = render_preview(before, after, Path(args.out), args.tumor_type, args.seed, args.organ)
         print(f"wrote {args.out}: {summary}")
         if args.montage:
-            render_montage(before, Path(args.montage), args.seed, args.organ)
+            render_montage(before, Path(args.montage), args.seed, args.organ, args.syn_rim_mm)
             print(f"wrote {args.montage}")
     except (PreviewError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,7 +13,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends, convert_data_type, convert_to_dst_type
 
 from tumor_synthesis.engine import synthesize_tumors
-from tumor_synthesis.organs import MultiOrganProfile, get_organ_profile
+from tumor_synthesis.organs import MultiOrganProfile, get_organ_profile, with_surface_rim
 
 
 class TumorGenerated(RandomizableTransform, MapTransform):
@@ -53,6 +53,10 @@ class TumorGenerated(RandomizableTransform, MapTransform):
             raising ``KeyError``.
         spacing: voxel size (sx, sy, sz) in mm of inputs that carry no affine (numpy
             arrays, plain tensors); default 1 mm. A MetaTensor's own affine always wins.
+        surface_rim_mm: keep this much organ tissue (mm) between a clipped tumor and the
+            organ's surface (every organ of ``organ="multi"``); None uses the profile's (0
+            for every organ: the original clips tumors at the surface itself, so a tumor
+            at the edge merges with whatever abuts the organ; see ``OrganProfile``).
         inplace: paint into the input arrays (CPU) instead of copies, as the original
             does. Saves one full-volume copy of image and label per painted sample; safe
             when every sample is a fresh array, e.g. after a ``CacheDataset`` with its
@@ -75,12 +79,15 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         allow_missing_keys: bool = False,
         spacing: Sequence[float] | None = None,
         inplace: bool = False,
+        surface_rim_mm: float | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         if len(self.keys) != 2:
             raise ValueError(f"TumorGenerated needs exactly two keys (image, label), got {self.keys}")
         self.profile = get_organ_profile(organ)
+        if surface_rim_mm is not None:
+            self.profile = with_surface_rim(self.profile, surface_rim_mm)
         self.multi_organ = isinstance(self.profile, MultiOrganProfile)
         if self.multi_organ:
             if tumor_prob is not None:
