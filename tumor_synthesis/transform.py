@@ -53,15 +53,15 @@ class TumorGenerated(RandomizableTransform, MapTransform):
             raising ``KeyError``.
         spacing: voxel size (sx, sy, sz) in mm of inputs that carry no affine (numpy
             arrays, plain tensors); default 1 mm. A MetaTensor's own affine always wins.
-        surface_rim_mm: keep this much organ tissue (mm) between a clipped tumor and the
-            organ's surface (every organ of ``organ="multi"``); None uses the profile's (0
-            for every organ: the original clips tumors at the surface itself, so a tumor
-            at the edge merges with whatever abuts the organ; see ``OrganProfile``).
         inplace: paint into the input arrays (CPU) instead of copies, as the original
             does. Saves one full-volume copy of image and label per painted sample; safe
             when every sample is a fresh array, e.g. after a ``CacheDataset`` with its
             default ``copy_cache=True`` or without caching. Not with ``copy_cache=False``:
             the cache itself would be painted.
+        surface_rim_mm: keep this much organ tissue (mm) between a clipped tumor and the
+            organ's surface (every organ of ``organ="multi"``); None uses the profile's (0
+            for every organ: the original clips tumors at the surface itself, so a tumor
+            at the edge merges with whatever abuts the organ; see ``OrganProfile``).
 
     Raises:
         ValueError: bad arguments, or (when called) inputs that are not ``(1, H, W, D)`` or
