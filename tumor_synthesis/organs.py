@@ -136,8 +136,9 @@ class OrganProfile:
             total = sum(k.probability for k in self.lesion_kinds)
             if not self.lesion_kinds or abs(total - 1.0) > 1e-6:
                 raise ValueError(f"organ profile {self.name!r}: the target model needs lesion kinds summing to 1")
-        if self.surface_rim_mm < 0:
-            raise ValueError(f"organ profile {self.name!r}: surface_rim_mm must be >= 0")
+        if not self.surface_rim_mm >= 0:  # also refuses NaN
+            raise ValueError(f"organ profile {self.name!r}: the surface rim (surface_rim_mm) must be a thickness "
+                             f">= 0 mm, got {self.surface_rim_mm}")
         if not 0.0 <= self.exophytic_probability <= 1.0:
             raise ValueError(f"organ profile {self.name!r}: exophytic_probability must be in [0, 1]")
         if len(self.class_names) <= max(self.organ_label, self.tumor_label):
@@ -280,10 +281,12 @@ def get_organ_profile(name: str) -> OrganProfile | MultiOrganProfile:
 
 
 def with_surface_rim(profile: OrganProfile | MultiOrganProfile, rim_mm: float) -> OrganProfile | MultiOrganProfile:
-    """``profile`` whose clipped tumors keep ``rim_mm`` of organ tissue under the surface (every member organ)."""
+    """``profile`` whose clipped tumors keep ``rim_mm`` of organ tissue under the surface (every member organ).
+
+    Raises:
+        ValueError: ``rim_mm`` is negative or NaN (checked by ``OrganProfile``).
+    """
     rim_mm = float(rim_mm)
-    if not rim_mm >= 0:  # also refuses NaN
-        raise ValueError(f"the surface rim must be a thickness >= 0 mm, got {rim_mm}")
     if isinstance(profile, MultiOrganProfile):
         return replace(profile, members=tuple(replace(m, surface_rim_mm=rim_mm) for m in profile.members))
     return replace(profile, surface_rim_mm=rim_mm)
