@@ -34,15 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import surface_distance
+import torch
+from scipy import ndimage
 
-import surface_distance  # noqa: E402
-import torch  # noqa: E402
-from scipy import ndimage  # noqa: E402
-
-from evaluation.metrics import bounding_box, region_mask  # noqa: E402
-from evaluation.postprocess import postprocess_labels  # noqa: E402
-from evaluation.scoring import score_prediction  # noqa: E402
+from labelfree.evaluation.metrics import bounding_box, region_mask
+from labelfree.evaluation.postprocess import postprocess_labels
+from labelfree.evaluation.scoring import score_prediction
 
 REGIONS = {"liver": (1, 2), "tumor": (2,)}
 
@@ -150,9 +148,9 @@ def bench_inference(runs: int, device_name: str, amp: bool, shape, spacing, over
     import nibabel as nib
     from monai.data import DataLoader, Dataset
 
-    from evaluation.inference import Predictor, select_device
-    from networks import build_model
-    from utils.transforms import get_transforms
+    from labelfree.evaluation.inference import Predictor, select_device
+    from labelfree.networks import build_model
+    from labelfree.transforms import get_transforms
 
     device = select_device(device_name)
     roi = (96, 96, 96)

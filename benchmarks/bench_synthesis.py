@@ -37,20 +37,18 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import math  # noqa: E402
-import random  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import math
+import random
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy import ndimage  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from scipy import ndimage
 
 #: Median seconds per sample of the original code, measured by the project on this machine
 #: type (1.5 L phantom liver, one core).
@@ -75,7 +73,7 @@ def peak_rss_mb() -> float:
 def make_case(seed: int):
     """A healthy abdomen at 1 mm: (image int16 HU, label uint8 0/1, affine, source)."""
     try:
-        from phantom import generate_case
+        from labelfree.phantom import generate_case
     except ImportError:
         generate_case = None
     if generate_case is not None:

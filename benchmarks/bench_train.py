@@ -30,14 +30,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from monai.losses import DiceCELoss
 
-from monai.losses import DiceCELoss  # noqa: E402
-
-from networks import build_model  # noqa: E402
-from utils.data import build_train_dataset  # noqa: E402
-from utils.datalist import load_datalist  # noqa: E402
-from utils.transforms import get_transforms  # noqa: E402
+from labelfree.networks import build_model
+from labelfree.data import build_train_dataset
+from labelfree.datalist import load_datalist
+from labelfree.transforms import get_transforms
 
 LIVER_WINDOW = (-21.0, 189.0)
 
@@ -65,7 +63,7 @@ def phantom_items(args, scratch: Path) -> list[dict]:
     if args.data_root:
         root = Path(args.data_root)
     else:
-        from phantom import make_phantom_dataset
+        from labelfree.phantom import make_phantom_dataset
 
         root = scratch / "phantom"
         print(f"generating {args.n_cases} healthy phantom cases at {args.spacing} mm in {root} ...", flush=True)

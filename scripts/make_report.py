@@ -25,10 +25,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.lesions import RADIUS_BIN_EDGES_MM, radius_bin_names  # noqa: E402
-from utils.io import write_text_atomic  # noqa: E402
+from labelfree.evaluation.lesions import RADIUS_BIN_EDGES_MM, radius_bin_names
+from labelfree.io import write_text_atomic
 
 SCORE_COLUMNS = ("tumor_dice", "tumor_nsd", "liver_dice", "liver_nsd")
 COUNT_COLUMNS = ("lesions", "detected", "predicted_lesions", "false_positives")
@@ -165,7 +163,7 @@ def render_markdown(
 
 def write_plots(summaries: Mapping[str, Mapping], out_dir: Path, name: str) -> list[Path]:
     """Bar plots of the mean scores and of the sensitivity per radius bin; returns their paths."""
-    from evaluation.figures import save_arm_bars
+    from labelfree.evaluation.figures import save_arm_bars
 
     scores = {arm: {"tumor Dice": s["tumor_dice"]["mean"], "tumor NSD": s["tumor_nsd"]["mean"],
                     "liver Dice": s["liver_dice"]["mean"], "lesion sens.": s["sensitivity"]}
@@ -190,9 +188,9 @@ def write_overlays(arm_dirs: Mapping[str, Path], json_dir: str, val_dir: str | N
     """
     import nibabel as nib
 
-    from evaluation.figures import largest_false_positive_slice, save_overlay, shrink_png
-    from utils.datalist import load_datalist
-    from utils.labels import nifti_stem
+    from labelfree.evaluation.figures import largest_false_positive_slice, save_overlay, shrink_png
+    from labelfree.datalist import load_datalist
+    from labelfree.labels import nifti_stem
 
     items = load_datalist(json_dir, "validation", val_dir)[:max_cases]
     written = []

@@ -40,11 +40,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from evaluation.figures import shrink_png  # noqa: E402
-from utils.datalist import read_datalist_json  # noqa: E402
-from utils.io import write_json_atomic  # noqa: E402
+from labelfree.evaluation.figures import shrink_png
+from labelfree.datalist import read_datalist_json
+from labelfree.io import write_json_atomic
 
 ARMS = ("real", "synthetic", "mixed", "synthetic_no_rim")
 #: Arms that paint synthetic tumors.

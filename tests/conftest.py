@@ -23,7 +23,7 @@ def phantom_root(tmp_path_factory):
     multiorgan) and ``phantom_info.json``; no previews. Treat it as read-only: it is shared by
     all tests.
     """
-    from phantom import make_phantom_dataset
+    from labelfree.phantom import make_phantom_dataset
 
     root = tmp_path_factory.mktemp("phantom_root")
     make_phantom_dataset(root, seed=0, spacing=TEST_SPACING, previews=False, progress=False, **DEFAULT_COUNTS)

@@ -1,4 +1,4 @@
-"""utils/data_checks.py and scripts/check_data.py: every planted problem is found, a clean root passes."""
+"""labelfree/data_checks.py and scripts/check_data.py: every planted problem is found, a clean root passes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from utils.data_checks import check_case, check_datalist, format_table
-from utils.datalist import DatalistError
+from labelfree.data_checks import check_case, check_datalist, format_table
+from labelfree.datalist import DatalistError
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (24, 24, 12)

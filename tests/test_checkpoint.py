@@ -1,9 +1,9 @@
-"""utils.checkpoint: weights-only round trip, corrupt files, crash-safe saving, prefix stripping."""
+"""labelfree.checkpoint: weights-only round trip, corrupt files, crash-safe saving, prefix stripping."""
 
 import pytest
 import torch
 
-from utils.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint, strip_prefixes
+from labelfree.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint, strip_prefixes
 
 
 def small_model(seed=0):

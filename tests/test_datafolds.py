@@ -1,5 +1,5 @@
 """datafolds/folds.py (pure functions) and datafolds/make_datafolds.py (CLI), plus the chain
-transfer_label -> make_datafolds -> utils.datalist on a root in the original layout."""
+transfer_label -> make_datafolds -> labelfree.datalist on a root in the original layout."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from datafolds import make_datafolds
-from datafolds.folds import (
+from labelfree import make_datafolds
+from labelfree.folds import (
     healthy_lists,
     mix_fold_lists,
     patient_id,
@@ -24,8 +24,8 @@ from datafolds.folds import (
     shared_patients,
     split_by_patient,
 )
-from utils.data_checks import check_datalist, declared_labels
-from utils.datalist import check_datalist_files, load_datalist
+from labelfree.data_checks import check_datalist, declared_labels
+from labelfree.datalist import check_datalist_files, load_datalist
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (16, 16, 8)
@@ -296,7 +296,7 @@ def test_chain_on_a_raw_phantom_root_trains_with_main_syn(tmp_path):
 
     import torch
 
-    from phantom import make_phantom_dataset
+    from labelfree.phantom import make_phantom_dataset
 
     root = tmp_path / "root"
     make_phantom_dataset(root, n_healthy=2, n_tumor=1, n_chest_healthy=0, n_chest_nodule=0, seed=0,

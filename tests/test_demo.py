@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from evaluation.report import metric_columns, write_metrics_csv
+from labelfree.evaluation.report import metric_columns, write_metrics_csv
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))

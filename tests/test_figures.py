@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.figures import largest_lesion_slice, save_arm_bars, save_overlay
+from labelfree.evaluation.figures import largest_lesion_slice, save_arm_bars, save_overlay
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -89,7 +89,7 @@ def test_save_arm_bars_writes_a_png_and_tolerates_missing_values(tmp_path):
 def test_shrink_png_downscales_big_files_and_leaves_small_ones_alone(tmp_path):
     import matplotlib.image
 
-    from evaluation.figures import shrink_png
+    from labelfree.evaluation.figures import shrink_png
 
     rng = np.random.default_rng(1)
     noisy = rng.random((400, 600, 3)).astype(np.float32)  # incompressible: must be downscaled
@@ -112,7 +112,7 @@ def test_shrink_png_downscales_big_files_and_leaves_small_ones_alone(tmp_path):
 
 
 def test_largest_false_positive_slice_ignores_components_touching_a_reference_lesion():
-    from evaluation.figures import largest_false_positive_slice
+    from labelfree.evaluation.figures import largest_false_positive_slice
 
     shape = (40, 40, 30)
     ref = _ball(shape, (20, 20, 5), 4)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.lesions import detect_lesions, equivalent_sphere_radius_mm, radius_bin_names
+from labelfree.evaluation.lesions import detect_lesions, equivalent_sphere_radius_mm, radius_bin_names
 
 
 def _ball(shape, center, radius):

@@ -5,7 +5,7 @@ import pytest
 import surface_distance
 from scipy import ndimage
 
-from evaluation.metrics import bounding_box, case_metrics, dice, normalized_surface_dice, overlap_metrics
+from labelfree.evaluation.metrics import bounding_box, case_metrics, dice, normalized_surface_dice, overlap_metrics
 
 
 def _cube(shape, lo, size):

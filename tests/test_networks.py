@@ -7,7 +7,7 @@ import torch
 from monai.networks.nets import SwinUNETR, UNet
 from monai.utils import optional_import
 
-from networks import PretrainedWeightsError, build_model, load_swinvit_weights
+from labelfree.networks import PretrainedWeightsError, build_model, load_swinvit_weights
 
 
 def test_unet_is_the_original_configuration():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from optimizers import LinearWarmupCosineAnnealingLR, build_optimizer, build_scheduler
+from labelfree.optimizers import LinearWarmupCosineAnnealingLR, build_optimizer, build_scheduler
 
 
 def closed_form(epoch, base, warmup, max_epochs, start=0.0, eta_min=0.0):

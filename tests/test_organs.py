@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from evaluation.report import pair_metric_columns
-from evaluation.scoring import score_label_pairs
+from labelfree.evaluation.report import pair_metric_columns
+from labelfree.evaluation.scoring import score_label_pairs
 from tumor_synthesis import TumorGenerated, get_organ_profile, synthesize_tumors
-from utils.args import class_tags, resolve_num_classes, resolve_window
+from labelfree.args import class_tags, resolve_num_classes, resolve_window
 
 SPACING = (2.0, 2.0, 2.0)
 SHAPE = (80, 64, 56)  # 160 x 128 x 112 mm
@@ -66,7 +66,7 @@ def test_profiles_hold_the_published_windows_labels_and_mixes():
 
 
 def test_cli_window_and_class_count_follow_the_organ():
-    from utils.args import ConventionDefault
+    from labelfree.args import ConventionDefault
 
     def ns(organ, **kw):
         return argparse.Namespace(organ=organ, a_min=None, a_max=None, out_channels=ConventionDefault(3),

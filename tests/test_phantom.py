@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from phantom import (
+from labelfree.phantom import (
     BTCV_LABELS,
     CHEST_LABELS,
     LUNG_NODULES,
@@ -21,9 +21,9 @@ from phantom import (
     generate_case,
     make_phantom_dataset,
 )
-from phantom.dataset import build_datalists, case_paths, case_seed
+from labelfree.phantom.dataset import build_datalists, case_paths, case_seed
 from tests.conftest import DEFAULT_COUNTS, TEST_SPACING
-from utils.datalist import check_datalist_files, load_datalist
+from labelfree.datalist import check_datalist_files, load_datalist
 
 REPO = Path(__file__).resolve().parents[1]
 

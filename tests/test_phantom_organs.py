@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from phantom import BTCV_LABELS, KIDNEY_LESIONS, PANCREAS_LESIONS, Tissue, add_lesions, generate_case
-from phantom.labels import MULTIORGAN_LABELS, multiorgan_label, single_organ_label
-from phantom.lesions import sample_lesions
+from labelfree.phantom import BTCV_LABELS, KIDNEY_LESIONS, PANCREAS_LESIONS, Tissue, add_lesions, generate_case
+from labelfree.phantom.labels import MULTIORGAN_LABELS, multiorgan_label, single_organ_label
+from labelfree.phantom.lesions import sample_lesions
 from tests.conftest import TEST_SPACING
-from utils.data_checks import check_datalist
-from utils.datalist import check_datalist_files, load_datalist
+from labelfree.data_checks import check_datalist
+from labelfree.datalist import check_datalist_files, load_datalist
 
 KIDNEY_CODES = (BTCV_LABELS["right_kidney"], BTCV_LABELS["left_kidney"])
 #: Seeds whose cases cover the kinds of lesions: kidney 1 and 4 hold exophytic cysts that

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from evaluation.postprocess import largest_component, postprocess_labels, within_distance
+from labelfree.evaluation.postprocess import largest_component, postprocess_labels, within_distance
 
 
 def _labels(shape=(60, 60, 60)):

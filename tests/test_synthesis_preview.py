@@ -3,7 +3,7 @@
 import numpy as np
 
 from tumor_synthesis import preview
-from utils.io import save_nifti_atomic
+from labelfree.io import save_nifti_atomic
 
 
 def write_case(tmp_path, with_tumor=False):

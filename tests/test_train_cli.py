@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-import main as train_cli
-from utils.checkpoint import load_checkpoint
+from labelfree import train as train_cli
+from labelfree.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ORIGINAL_COMMAND = (
@@ -228,7 +228,7 @@ def test_syn_rim_needs_syn_and_a_thickness(data_root, capsys, flags, message):
 
 def test_syn_rim_reaches_the_synthesis_transform(data_root):
     from tumor_synthesis import TumorGenerated
-    from utils.distributed import DistContext
+    from labelfree.distributed import DistContext
 
     def synthesis(argv):
         args = train_cli.get_args_parser().parse_args([*data_flags(data_root), "--syn", "--workers", "0", *SMALL,
@@ -249,7 +249,7 @@ def small_phantom_root(tmp_path_factory):
     Smaller than conftest's shared ``phantom_root``, so the original command (96^3 patches)
     stays quick.
     """
-    from phantom import make_phantom_dataset
+    from labelfree.phantom import make_phantom_dataset
 
     root = tmp_path_factory.mktemp("phantom")
     make_phantom_dataset(root, n_healthy=2, n_tumor=1, n_chest_healthy=0, n_chest_nodule=0, seed=0,
@@ -283,7 +283,7 @@ def test_original_syn_command_on_a_phantom_root(tmp_path, small_phantom_root):
 
 
 def test_checkpoint_flag_loads_prefixed_weights(tmp_path, data_root):
-    from networks import build_model
+    from labelfree.networks import build_model
 
     torch.manual_seed(123)
     source = build_model("unet", roi_size=(32, 32, 32))
@@ -365,12 +365,12 @@ def validate_single_process(root, state_dict):
     from monai.inferers import SlidingWindowInferer
     from monai.losses import DiceCELoss
 
-    from networks import build_model
-    from trainer import Trainer, TrainerConfig
-    from utils.data import build_val_loader, with_case_index
-    from utils.datalist import load_datalist
-    from utils.distributed import DistContext
-    from utils.transforms import get_transforms
+    from labelfree.networks import build_model
+    from labelfree.trainer import Trainer, TrainerConfig
+    from labelfree.data import build_val_loader, with_case_index
+    from labelfree.datalist import load_datalist
+    from labelfree.distributed import DistContext
+    from labelfree.transforms import get_transforms
 
     ctx = DistContext()
     model = build_model("unet", roi_size=(32, 32, 32))
@@ -386,7 +386,7 @@ def validate_single_process(root, state_dict):
 
 # ---------------------------------------------------------------------------------------- launch plans
 def test_launch_plans(monkeypatch):
-    from utils import distributed
+    from labelfree import distributed
 
     for var in distributed.TORCHRUN_VARS:
         monkeypatch.delenv(var, raising=False)
@@ -414,7 +414,7 @@ def test_launch_plans(monkeypatch):
 
 
 def test_class_tags_follow_the_organ_profile():
-    from utils.args import class_tags
+    from labelfree.args import class_tags
 
     assert class_tags("liver", 3) == ["val_liver_dice", "val_tumor_dice"]  # the original's tags
     assert class_tags("liver", 4) == ["val_class1_dice", "val_class2_dice", "val_class3_dice"]

@@ -1,13 +1,13 @@
-"""trainer + utils.data: Dice rules, unpadded validation shards, per-epoch reseeding, resume state."""
+"""trainer + labelfree.data: Dice rules, unpadded validation shards, per-epoch reseeding, resume state."""
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from trainer import Trainer, TrainerConfig, dice_per_class
-from utils.data import ShardSampler, build_train_loader, epoch_seed, prepare_epoch
-from utils.distributed import DistContext
+from labelfree.trainer import Trainer, TrainerConfig, dice_per_class
+from labelfree.data import ShardSampler, build_train_loader, epoch_seed, prepare_epoch
+from labelfree.distributed import DistContext
 
 
 def numpy_dice(pred, ref, c):
@@ -102,7 +102,7 @@ def tiny_trainer(tmp_path, epochs=3):
     torch.manual_seed(0)
     model = torch.nn.Conv3d(1, 3, 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    from optimizers import build_scheduler
+    from labelfree.optimizers import build_scheduler
 
     scheduler = build_scheduler(optimizer, "warmup_cosine", 1, epochs)
     items = [{"image": torch.randn(1, 4, 4, 4), "label": torch.randint(0, 3, (1, 4, 4, 4)).float(), "case_index": i}
@@ -134,7 +134,7 @@ def test_validate_reports_per_class_and_mean(tmp_path):
 
 
 def test_restore_continues_like_an_uninterrupted_run(tmp_path):
-    from utils.checkpoint import load_checkpoint
+    from labelfree.checkpoint import load_checkpoint
 
     full = tiny_trainer(tmp_path / "full")
     full.run_training()

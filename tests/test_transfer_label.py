@@ -1,4 +1,4 @@
-"""transfer_label.py and utils/labels.py: label conversions on small NIfTI roots in the original layout."""
+"""transfer_label.py and labelfree/labels.py: label conversions on small NIfTI roots in the original layout."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import transfer_label
-from utils.labels import (
+from labelfree import transfer_label
+from labelfree.labels import (
     LabelError,
     as_integer_labels,
     extract_lung_mask,

@@ -1,4 +1,4 @@
-"""utils.transforms: the one pipeline factory (order, geometry, intensities, cache split, inversion)."""
+"""labelfree.transforms: the one pipeline factory (order, geometry, intensities, cache split, inversion)."""
 
 import importlib.util
 
@@ -15,8 +15,8 @@ from monai.transforms import (
     Spacingd,
 )
 
-from utils.data import build_train_dataset
-from utils.transforms import get_train_stages, get_transforms, split_at_cache_boundary
+from labelfree.data import build_train_dataset
+from labelfree.transforms import get_train_stages, get_transforms, split_at_cache_boundary
 
 A_MIN, A_MAX = -21.0, 189.0
 SPACING = (2.5, 2.0, 3.0)  # mm, on disk
@@ -163,7 +163,7 @@ def test_cache_boundary_with_synthesis():
 
 @pytest.mark.skipif(not has_synthesis, reason="tumor_synthesis is not available yet")
 def test_synthesis_runs_on_every_draw_in_hu(tmp_path):
-    from phantom import generate_case
+    from labelfree.phantom import generate_case
 
     case = generate_case("abdomen", seed=1, spacing=(3.0, 3.0, 3.0))
     paths = {}
@@ -213,7 +213,7 @@ def test_bad_arguments():
 
 def test_in_place_synthesis_never_reaches_the_cache(tmp_path):
     """The synthesis paints in place after the cache; CacheDataset must hand each draw a copy."""
-    from phantom import generate_case
+    from labelfree.phantom import generate_case
 
     case = generate_case("abdomen", seed=2, spacing=(3.0, 3.0, 3.0))
     paths = {}

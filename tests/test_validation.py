@@ -21,13 +21,13 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-import validation
-from evaluation import report
-from evaluation.inference import Predictor
-from evaluation.metrics import dice
-from evaluation.report import metric_columns
-from utils.checkpoint import save_checkpoint
-from utils.transforms import get_transforms
+from labelfree import validate as validation
+from labelfree.evaluation import report
+from labelfree.evaluation.inference import Predictor
+from labelfree.evaluation.metrics import dice
+from labelfree.evaluation.report import metric_columns
+from labelfree.checkpoint import save_checkpoint
+from labelfree.transforms import get_transforms
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = SimpleNamespace(name="liver", organ_label=1, tumor_label=2, class_names=("background", "liver", "tumor"))
@@ -202,7 +202,7 @@ TRAINING_ARGS = {
 def _checkpoint(path: Path, args: dict | None = TRAINING_ARGS, weights: dict | None = None) -> Path:
     """An untrained original-config UNet checkpoint (or other ``weights``), with training ``args``."""
     if weights is None:
-        from networks import build_model
+        from labelfree.networks import build_model
 
         torch.manual_seed(0)
         weights = build_model("unet", out_channels=3, roi_size=(32, 32, 32)).state_dict()
@@ -335,8 +335,8 @@ def test_cli_rejects_a_label_whose_grid_differs_from_its_image(tmp_path, capsys)
 
 @pytest.mark.slow
 def test_phantom_train_one_epoch_then_the_original_validation_command(tmp_path):
-    import main as train_cli
-    from phantom import make_phantom_dataset
+    from labelfree import train as train_cli
+    from labelfree.phantom import make_phantom_dataset
 
     root = tmp_path / "phantom"
     make_phantom_dataset(root, n_healthy=2, n_tumor=2, n_chest_healthy=0, n_chest_nodule=0, spacing=(3.0, 3.0, 4.0),

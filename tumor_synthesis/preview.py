@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from tumor_synthesis.organs import OrganProfile, available_organs, get_organ_profile
 from tumor_synthesis.transform import TumorGenerated
-from utils.io import atomic_path
+from labelfree.io import atomic_path
 
 
 #: Half width (mm) of the zoomed view around the largest tumor.

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from utils.labels import natural_key, nifti_stem
+from labelfree.labels import natural_key, nifti_stem
 
 Case = dict
 PatientOf = Callable[[Case], str]

@@ -8,7 +8,7 @@
 * ``summary.json``: NaN-aware means with counts, and lesion sensitivity pooled over
   all cases (overall and per radius bin).
 
-All files are written atomically through :mod:`utils.io`.
+All files are written atomically through :mod:`labelfree.io`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from evaluation.lesions import radius_bin_names
-from utils.io import save_nifti_atomic, write_json_atomic, write_text_atomic
+from labelfree.evaluation.lesions import radius_bin_names
+from labelfree.io import save_nifti_atomic, write_json_atomic, write_text_atomic
 
 LESION_COLUMNS = ("lesions", "detected", "predicted_lesions", "false_positives")
 

@@ -27,8 +27,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from utils.datalist import DatalistError, load_datalist, read_datalist_json
-from utils.labels import LabelError, as_integer_labels, label_value_counts
+from labelfree.datalist import DatalistError, load_datalist, read_datalist_json
+from labelfree.labels import LabelError, as_integer_labels, label_value_counts
 
 AFFINE_TOLERANCE_MM = 1e-3
 SPLITS = ("training", "validation")

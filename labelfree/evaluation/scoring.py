@@ -10,8 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from evaluation.lesions import detect_lesions
-from evaluation.metrics import bounding_box, case_metrics
+from labelfree.evaluation.lesions import detect_lesions
+from labelfree.evaluation.metrics import bounding_box, case_metrics
 
 
 def score_prediction(

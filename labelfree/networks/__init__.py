@@ -1,7 +1,7 @@
 """Segmentation networks: the original's UNet and Swin-UNETR (v2) configurations."""
 
-from networks.factory import MODEL_NAMES, SWIN_FEATURE_SIZES, build_model, check_model_args
-from networks.pretrained import PretrainedWeightsError, load_swinvit_weights
+from labelfree.networks.factory import MODEL_NAMES, SWIN_FEATURE_SIZES, build_model, check_model_args
+from labelfree.networks.pretrained import PretrainedWeightsError, load_swinvit_weights
 
 __all__ = [
     "MODEL_NAMES",

@@ -12,7 +12,7 @@ from monai.data.utils import set_rnd
 from torch.utils.data import Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-from utils.distributed import DistContext
+from labelfree.distributed import DistContext
 
 #: Key added to every datalist entry: the entry's position in the datalist. Validation
 #: uses it to merge per-case results of all ranks; the training log of --log_case_indices
@@ -55,7 +55,7 @@ def build_train_dataset(
 
     ``min(cache_num, cache_rate * len(items))`` cases are cached once (the original's
     ``--cache_num``); the rest go through the whole pipeline on every draw. Random steps,
-    tumor synthesis first, run after the cache on every draw (see ``utils.transforms``).
+    tumor synthesis first, run after the cache on every draw (see ``labelfree.transforms``).
     """
     return CacheDataset(
         data=list(items),
@@ -65,7 +65,7 @@ def build_train_dataset(
         num_workers=max(1, workers),
         progress=progress,
         # Every draw gets its own copy of the cached sample: the tumor synthesis after the
-        # cache paints in place (see utils.transforms), which must never reach the cache.
+        # cache paints in place (see labelfree.transforms), which must never reach the cache.
         copy_cache=True,
     )
 

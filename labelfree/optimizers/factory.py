@@ -8,7 +8,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
-from optimizers.lr_scheduler import LinearWarmupCosineAnnealingLR
+from labelfree.optimizers.lr_scheduler import LinearWarmupCosineAnnealingLR
 
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")
 SCHEDULE_NAMES = ("warmup_cosine", "cosine_anneal", "none")

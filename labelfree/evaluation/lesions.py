@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from evaluation.metrics import check_spacing, mask_pair, union_bounding_box
+from labelfree.evaluation.metrics import check_spacing, mask_pair, union_bounding_box
 
 RADIUS_BIN_EDGES_MM = (0.0, 5.0, 10.0, 15.0, 20.0, math.inf)
 

@@ -1,6 +1,6 @@
 """Sliding-window inference mapped back onto the exact voxel grid of the input scan.
 
-The scan goes through the same ``infer`` pipeline as training (``utils.transforms``:
+The scan goes through the same ``infer`` pipeline as training (``labelfree.transforms``:
 load, channel first, RAS, resample to the training spacing, HU window), the network
 runs over it in overlapping windows blended with a Gaussian, and the class
 probabilities are mapped back with ``monai.transforms.Invertd``: the recorded
@@ -21,7 +21,7 @@ from monai.data import decollate_batch
 from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, Invertd
 
-from utils.checkpoint import CheckpointError, extract_state_dict, load_checkpoint
+from labelfree.checkpoint import CheckpointError, extract_state_dict, load_checkpoint
 
 PRED_KEY = "pred"
 IMAGE_KEY = "image"
@@ -146,7 +146,7 @@ class Predictor:
 
     Args:
         model: network mapping (B, 1, H, W, D) windows to (B, K, H, W, D) logits.
-        transforms: the ``infer`` pipeline (``utils.transforms.get_transforms("infer", ...)``)
+        transforms: the ``infer`` pipeline (``labelfree.transforms.get_transforms("infer", ...)``)
             that produced the batches; used to invert them.
         roi_size: sliding-window size in voxels of the resampled image.
         overlap: fraction of overlap between neighbouring windows (``--val_overlap``).

@@ -21,8 +21,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from evaluation.lesions import label_components
-from evaluation.metrics import bounding_box, check_spacing
+from labelfree.evaluation.lesions import label_components
+from labelfree.evaluation.metrics import bounding_box, check_spacing
 
 DEFAULT_TUMOR_MARGIN_MM = 30.0
 

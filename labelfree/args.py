@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from networks import MODEL_NAMES, SWIN_FEATURE_SIZES
+from labelfree.networks import MODEL_NAMES, SWIN_FEATURE_SIZES
 
 DEFAULT_ORGAN = "liver"
 

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import torch
 
-from utils.io import save_torch_atomic
+from labelfree.io import save_torch_atomic
 
 #: Key prefixes that other trainers put in front of the weights: DataParallel/DDP wrap the
 #: model as ``module``; self-supervised set-ups (and the original --checkpoint) as ``backbone``.
