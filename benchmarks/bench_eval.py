@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -148,11 +147,12 @@ def bench_inference(runs: int, device_name: str, amp: bool, shape, spacing, over
     import nibabel as nib
     from monai.data import DataLoader, Dataset
 
-    from labelfree.evaluation.inference import Predictor, select_device
+    from labelfree.distributed import resolve_device
+    from labelfree.evaluation.inference import Predictor
     from labelfree.networks import build_model
     from labelfree.transforms import get_transforms
 
-    device = select_device(device_name)
+    device = resolve_device(device_name)
     roi = (96, 96, 96)
     model = build_model("unet", out_channels=3, roi_size=roi).to(device).eval()
     transforms = get_transforms("infer", a_min=-21, a_max=189, space=(1.0, 1.0, 1.0))

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 
 from labelfree.networks import MODEL_NAMES, SWIN_FEATURE_SIZES
-
-DEFAULT_ORGAN = "liver"
+from labelfree.settings import DEFAULTS
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -58,7 +57,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGro
 
 def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("preprocessing (shared by training and validation)")
-    group.add_argument("--organ", default=DEFAULT_ORGAN, type=str.lower, choices=organ_names(),
+    group.add_argument("--organ", default=DEFAULTS["organ"], type=str.lower, choices=organ_names(),
                        help="target organ: sets the synthesis profile, the label convention, the default "
                             "intensity window and the per-class metric names (profiles in "
                             "tumor_synthesis.organs). liver (window -21..189 HU), lung (nodules; chest "
@@ -71,20 +70,20 @@ def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> argparse._Ar
                        help="HU mapped to 0 by ScaleIntensityRanged (default: the organ's window, liver -21)")
     group.add_argument("--a_max", default=None, type=float,
                        help="HU mapped to 1 by ScaleIntensityRanged (default: the organ's window, liver 189)")
-    group.add_argument("--space_x", default=1.0, type=float, help="resampled voxel spacing along x in mm")
-    group.add_argument("--space_y", default=1.0, type=float, help="resampled voxel spacing along y in mm")
-    group.add_argument("--space_z", default=1.0, type=float, help="resampled voxel spacing along z in mm")
-    group.add_argument("--roi_x", default=96, type=int, help="patch size along x in voxels (training crop and sliding window)")
-    group.add_argument("--roi_y", default=96, type=int, help="patch size along y in voxels")
-    group.add_argument("--roi_z", default=96, type=int, help="patch size along z in voxels")
+    group.add_argument("--space_x", default=DEFAULTS["space"], type=float, help="resampled voxel spacing along x in mm")
+    group.add_argument("--space_y", default=DEFAULTS["space"], type=float, help="resampled voxel spacing along y in mm")
+    group.add_argument("--space_z", default=DEFAULTS["space"], type=float, help="resampled voxel spacing along z in mm")
+    group.add_argument("--roi_x", default=DEFAULTS["roi"], type=int, help="patch size along x in voxels (training crop and sliding window)")
+    group.add_argument("--roi_y", default=DEFAULTS["roi"], type=int, help="patch size along y in voxels")
+    group.add_argument("--roi_z", default=DEFAULTS["roi"], type=int, help="patch size along z in voxels")
     return group
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("model")
-    group.add_argument("--model_name", default="unet", choices=MODEL_NAMES,
+    group.add_argument("--model_name", default=DEFAULTS["model"], choices=MODEL_NAMES,
                        help="network: the original's MONAI UNet or Swin-UNETR v2")
-    group.add_argument("--swin_type", default="tiny", choices=sorted(SWIN_FEATURE_SIZES),
+    group.add_argument("--swin_type", default=DEFAULTS["swin_type"], choices=sorted(SWIN_FEATURE_SIZES),
                        help="Swin-UNETR size: tiny / small / base = feature size 12 / 24 / 48")
     group.add_argument("--in_channels", default=1, type=int,
                        help="input channels; must be 1 (one CT image per case), kept for compatibility")
@@ -108,24 +107,15 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> argparse._Argume
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("device and precision")
-    group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                       help="auto: CUDA when a GPU is visible, else CPU")
+    group.add_argument("--device", default="auto",
+                       help="auto (CUDA when a GPU is visible, else CPU), cpu, cuda or cuda:N (one process; "
+                            "torchrun gives each process its local GPU)")
     group.add_argument("--noamp", action="store_true",
                        help="disable mixed precision on CUDA (wins over --amp)")
     group.add_argument("--amp", action="store_true",
                        help="mixed precision; already the default on CUDA, so this only documents intent. "
                             "--noamp wins over it; CPU always runs in fp32")
     return group
-
-
-def resolve_window(args: argparse.Namespace) -> tuple[float, float]:
-    """The (a_min, a_max) HU window: the flags where given, else the organ profile's."""
-    a_min, a_max = args.a_min, args.a_max
-    if a_min is None or a_max is None:
-        window = organ_profile(args.organ).window
-        a_min = window[0] if a_min is None else a_min
-        a_max = window[1] if a_max is None else a_max
-    return float(a_min), float(a_max)
 
 
 def resolve_num_classes(args: argparse.Namespace) -> tuple[int, int]:
@@ -138,29 +128,3 @@ def resolve_num_classes(args: argparse.Namespace) -> tuple[int, int]:
 
 def _given(value) -> bool:
     return value is not None and not isinstance(value, ConventionDefault)
-
-
-def roi_size(args: argparse.Namespace) -> tuple[int, int, int]:
-    """``(roi_x, roi_y, roi_z)`` in voxels."""
-    # The original built the patch as (roi_x, roi_y, roi_x); we honour --roi_z.
-    return (args.roi_x, args.roi_y, args.roi_z)
-
-
-def spacing(args: argparse.Namespace) -> tuple[float, float, float]:
-    """``(space_x, space_y, space_z)`` in mm."""
-    return (args.space_x, args.space_y, args.space_z)
-
-
-def class_tags(organ: str, num_classes: int) -> list[str]:
-    """TensorBoard tag of each foreground class's Dice: ``val_<class name>_dice``.
-
-    Liver gives the original's ``val_liver_dice`` / ``val_tumor_dice``; other organs take
-    the names of their profile's classes; without a name, ``val_class<i>_dice``.
-    """
-    try:
-        names = list(organ_profile(organ).class_names)
-    except (ImportError, KeyError, ValueError):
-        names = []
-    if len(names) != num_classes:
-        names = ["background"] + [f"class{i}" for i in range(1, num_classes)]
-    return [f"val_{str(n).strip().replace(' ', '_')}_dice" for n in names[1:]]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from labelfree.data_checks import SPLITS, check_datalist, declared_labels, format_problems, format_table

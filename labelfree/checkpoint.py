@@ -29,6 +29,10 @@ from labelfree.io import save_torch_atomic
 #: model as ``module``; self-supervised set-ups (and the original --checkpoint) as ``backbone``.
 STRIPPED_PREFIXES = ("module.", "backbone.")
 
+#: File names in a run's logdir: the last epoch (what ``--resume`` continues) and the best one.
+CHECKPOINT_FINAL = "model_final.pt"
+CHECKPOINT_BEST = "model.pt"
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt, or does not fit the model."""
@@ -130,15 +134,20 @@ def load_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> dict:
     return checkpoint
 
 
-def check_weights_match(expected: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor], path) -> None:
-    """Raise :class:`CheckpointError` listing every difference between two state dicts."""
+def weight_differences(
+    expected: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """``(missing, unexpected, mismatched)`` keys of ``weights`` against a model's ``expected`` state dict."""
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
-    mismatched = [
-        f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)
-    ]
+    mismatched = [k for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k].shape)]
+    return missing, unexpected, mismatched
+
+
+def check_weights_match(expected: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor], path) -> None:
+    """Raise :class:`CheckpointError` listing every difference between two state dicts."""
+    missing, unexpected, mismatched = weight_differences(expected, weights)
+    mismatched = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(expected[k].shape)}" for k in mismatched]
     if missing or unexpected or mismatched:
         parts = []
         for title, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):

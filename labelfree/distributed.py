@@ -61,15 +61,28 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
+def resolve_device(name: str | None) -> torch.device:
+    """The one device selection of every entry point: ``auto`` / ``None``, ``cpu``, ``cuda``, ``cuda:N``.
+
+    ``auto`` picks CUDA when a GPU is visible, else the CPU.
+
+    Raises:
+        ValueError: an unknown name, or CUDA (or GPU N) asked for but not visible.
+    """
+    if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but no CUDA GPU is visible to PyTorch")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA GPU is visible to PyTorch; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) are visible")
+    return device
 
 
 def plan_launch(distributed: bool, device_type: str, nodes: int, node_rank: int, dist_url: str) -> LaunchPlan:
@@ -108,11 +121,13 @@ def init_distributed(plan: LaunchPlan, local_rank: int, device: torch.device, ba
     Args:
         plan: from :func:`plan_launch`.
         local_rank: process index on this node (GPU index on CUDA).
-        device: ``cpu`` or ``cuda`` (no index).
+        device: ``cpu``, ``cuda``, or ``cuda:N`` (honoured by a single process; a distributed
+            process takes the GPU of its local rank).
         backend: ``--dist-backend``; used on CUDA, replaced by gloo on CPU (NCCL needs GPUs).
     """
     if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
+        index = device.index if plan.mode == "single" and device.index is not None else local_rank
+        device = torch.device("cuda", index)
         torch.cuda.set_device(device)
         # Fixed patch sizes: let cuDNN pick the fastest convolution algorithms once.
         torch.backends.cudnn.benchmark = True

@@ -323,11 +323,13 @@ def extract_lung_mask(
     """
     from scipy import ndimage
 
+    from labelfree.evaluation.postprocess import largest_component
+
     image_hu = np.asarray(image_hu)
     if image_hu.ndim != 3:
         raise ValueError(f"expected a 3D (H, W, D) image, got shape {image_hu.shape}")
     dense = image_hu >= air_threshold_hu
-    body = _largest_component(dense)
+    body = largest_component(dense, connectivity=1)
     if not body.any():
         return np.zeros(image_hu.shape, bool)
     body = _fill_holes_per_slice(body)
@@ -351,17 +353,6 @@ def extract_lung_mask(
         keep.append(order[1])
     lungs = np.isin(labels, keep)
     return _fill_holes_per_slice(lungs)
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
-    labels, n = ndimage.label(mask)
-    if n == 0:
-        return np.zeros(mask.shape, bool)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
 
 
 def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:

@@ -23,9 +23,11 @@ import torch
 from monai.inferers import SlidingWindowInferer
 from monai.losses import DiceCELoss
 
-from labelfree.networks import build_model, check_model_args, load_swinvit_weights
+from labelfree.networks import check_model_args, load_swinvit_weights
 from labelfree.optimizers import OPTIMIZER_NAMES, SCHEDULE_NAMES, build_optimizer, build_scheduler
-from labelfree.trainer import CHECKPOINT_BEST, CHECKPOINT_FINAL, Trainer, TrainerConfig
+from labelfree.checkpoint import CHECKPOINT_BEST, CHECKPOINT_FINAL
+from labelfree.settings import RunSettings, SettingsError
+from labelfree.trainer import Trainer, TrainerConfig
 from labelfree import args as cli
 from labelfree.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from labelfree.data import build_train_dataset, build_train_loader, build_val_loader, with_case_index
@@ -132,10 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     try:
         device = resolve_device(args.device)
-        complete_args(args, device)
+        settings = complete_args(args, device)
         datalists = load_datalists(args)
         args.resume = resolve_resume(args)
-    except (DatalistError, CheckpointError, ValueError, RuntimeError, ImportError) as e:
+    except (DatalistError, CheckpointError, SettingsError, ValueError, RuntimeError, ImportError) as e:
         # Every rank checks the same files; one message is enough.
         if env_rank() == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
@@ -143,16 +145,17 @@ def main(argv: list[str] | None = None) -> None:
     plan = plan_launch(args.distributed, device.type, args.world_size, args.rank, args.dist_url)
     if plan.mode == "spawn" and device.type == "cpu":
         print0(None, f"--distributed without a GPU: one gloo process per node ({plan.world_size} in all)")
-    launch(main_worker, plan, args, datalists, device)
+    launch(main_worker, plan, args, settings, datalists, device)
 
 
-def main_worker(local_rank: int, plan: LaunchPlan, args: argparse.Namespace, datalists: dict, device) -> float:
+def main_worker(local_rank: int, plan: LaunchPlan, args: argparse.Namespace, settings: RunSettings,
+                datalists: dict, device) -> float:
     ctx = init_distributed(plan, local_rank, device, args.dist_backend)
     amp = device.type == "cuda" and not args.noamp
     print0(ctx, f"device {ctx.device}, {ctx.world_size} process(es); "
                 + ("mixed precision (AMP)" if amp else "fp32" + (" (CPU has no AMP)" if device.type == "cpu" else "")))
     try:
-        return train(args, datalists, ctx, amp)
+        return train(args, settings, datalists, ctx, amp)
     except CheckpointError as e:
         print0(ctx, f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -160,10 +163,10 @@ def main_worker(local_rank: int, plan: LaunchPlan, args: argparse.Namespace, dat
         cleanup(ctx)
 
 
-def train(args: argparse.Namespace, datalists: dict, ctx: DistContext, amp: bool) -> float:
+def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx: DistContext, amp: bool) -> float:
     """Data -> model -> optimizer/schedule -> trainer; returns the best validation mean Dice."""
-    train_loader, val_loader = build_loaders(args, datalists, ctx)
-    model = build_network(args, ctx)
+    train_loader, val_loader = build_loaders(args, settings, datalists, ctx)
+    model = build_network(args, settings, ctx)
     optimizer = build_optimizer(model.parameters(), args.optim_name, args.optim_lr, args.reg_weight)
     scheduler = build_scheduler(optimizer, args.lrschedule, args.warmup_epochs, args.max_epochs)
     trainer = Trainer(
@@ -174,13 +177,13 @@ def train(args: argparse.Namespace, datalists: dict, ctx: DistContext, amp: bool
         train_loader=train_loader,
         val_loader=val_loader,
         inferer=SlidingWindowInferer(
-            roi_size=cli.roi_size(args), sw_batch_size=args.sw_batch_size, overlap=args.val_overlap, mode="gaussian"
+            roi_size=settings.roi, sw_batch_size=args.sw_batch_size, overlap=args.val_overlap, mode="gaussian"
         ),
         ctx=ctx,
         config=TrainerConfig(
             max_epochs=args.max_epochs,
             val_every=args.val_every,
-            class_tags=cli.class_tags(args.organ, args.num_classes),
+            class_tags=settings.class_tags,
             logdir=Path(args.logdir) if args.logdir else None,
             save_checkpoint=args.save_checkpoint,
             amp=amp,
@@ -188,6 +191,7 @@ def train(args: argparse.Namespace, datalists: dict, ctx: DistContext, amp: bool
             max_steps_per_epoch=args.max_steps_per_epoch,
             log_case_indices=args.log_case_indices,
             args=vars(args).copy(),
+            settings=settings.to_dict(),
         ),
     )
     if args.resume:
@@ -213,8 +217,12 @@ def warn_changed_flags(saved: dict, args: argparse.Namespace, ctx: DistContext) 
                     + ", ".join(changed))
 
 
-def complete_args(args: argparse.Namespace, device: torch.device) -> None:
-    """Reject inconsistent flags before any work starts; fill in the organ's intensity window."""
+def complete_args(args: argparse.Namespace, device: torch.device) -> RunSettings:
+    """Reject inconsistent flags before any work starts; resolve the run's settings once.
+
+    The organ's window and class count fill ``args.a_min/a_max/out_channels/num_classes``
+    too, so that the ``args`` stored in checkpoints read as the run actually was.
+    """
     if args.json_dir is None:
         raise ValueError("--json_dir (the datalist JSON) is required")
     if args.in_channels != 1:
@@ -227,7 +235,8 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> None:
         raise ValueError("--val_every, --max_epochs and --batch_size must be at least 1")
     if args.resume_ckpt and not args.pretrained_dir:
         raise ValueError("--resume_ckpt needs --pretrained_dir (the checkpoint to load)")
-    check_model_args(args.model_name, cli.roi_size(args), args.swin_type)
+    settings = RunSettings.from_train_args(args)
+    check_model_args(settings.model.name, settings.roi, settings.model.swin_type)
     if args.syn_rim_mm is not None:
         if not args.syn:
             raise ValueError("--syn_rim_mm shapes synthetic tumors: it needs --syn")
@@ -249,7 +258,8 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> None:
         print0(None, "note: without --save_checkpoint no checkpoints are written (and --resume has nothing to use)")
     if device.type == "cpu" and args.amp:
         print0(None, "note: --amp has no effect on CPU (fp32)")
-    args.a_min, args.a_max = cli.resolve_window(args)
+    args.a_min, args.a_max = settings.window
+    return settings
 
 
 def load_datalists(args: argparse.Namespace) -> dict[str, list[dict]]:
@@ -286,12 +296,12 @@ def resolve_resume(args: argparse.Namespace) -> str | None:
     return None
 
 
-def build_loaders(args: argparse.Namespace, datalists: dict, ctx: DistContext):
+def build_loaders(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx: DistContext):
     """Training loader (cached prefix, synthesis and augmentation per draw) and validation loader."""
-    preprocessing = dict(a_min=args.a_min, a_max=args.a_max, space=cli.spacing(args))
+    preprocessing = settings.preprocessing()
     train_transform = get_transforms(
-        "train", **preprocessing, roi_size=cli.roi_size(args), syn=args.syn, organ=args.organ,
-        syn_rim_mm=args.syn_rim_mm,
+        "train", **preprocessing, roi_size=settings.roi, syn=args.syn, organ=settings.organ,
+        syn_rim_mm=args.syn_rim_mm, time_synthesis=True,
     )
     train_ds = build_train_dataset(
         with_case_index(datalists["training"]), train_transform, args.cache_num, args.cache_rate, args.workers,
@@ -308,17 +318,11 @@ def build_loaders(args: argparse.Namespace, datalists: dict, ctx: DistContext):
     return train_loader, val_loader
 
 
-def build_network(args: argparse.Namespace, ctx: DistContext) -> torch.nn.Module:
+def build_network(args: argparse.Namespace, settings: RunSettings, ctx: DistContext) -> torch.nn.Module:
     """The model with its initial weights, on this rank's device, wrapped in DDP when distributed."""
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     torch.manual_seed(args.seed)
-    model = build_model(
-        args.model_name,
-        in_channels=args.in_channels,
-        out_channels=args.out_channels,
-        roi_size=cli.roi_size(args),
-        swin_type=args.swin_type,
-    )
+    model = settings.build_model()
     if args.use_pretrained:
         report = load_swinvit_weights(model, args.pretrained_swinvit)
         print0(ctx, f"Swin-ViT encoder from {args.pretrained_swinvit}: {report['loaded']} tensors loaded")

@@ -30,17 +30,17 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from labelfree.checkpoint import save_checkpoint
+from labelfree.checkpoint import CHECKPOINT_BEST, CHECKPOINT_FINAL, save_checkpoint
 from labelfree.data import CASE_INDEX_KEY, prepare_epoch
+from labelfree.evaluation.metrics import dice_from_counts
 from labelfree.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, print0
 from labelfree.io import write_text_atomic
+from labelfree.step_timer import EpochTiming, StepTimer
 
 #: Fault injection for tests and drills: after this many completed epochs (and their
 #: checkpoints) the process kills itself with SIGKILL, like a preempted cluster job.
 KILL_AFTER_EPOCHS_ENV = "TUMORSEG_KILL_AFTER_EPOCHS"
 
-CHECKPOINT_FINAL = "model_final.pt"
-CHECKPOINT_BEST = "model.pt"
 CASE_LOG = "case_indices.jsonl"
 
 
@@ -60,6 +60,8 @@ class TrainerConfig:
         max_steps_per_epoch: stop an epoch after this many optimizer steps (0: no limit).
         log_case_indices: record the datalist indices each rank trained on per epoch.
         args: the command line as a plain dict, stored in checkpoints.
+        settings: the resolved run settings (``RunSettings.to_dict()``), stored in checkpoints
+            so that evaluation rebuilds the same preprocessing and network.
     """
 
     max_epochs: int
@@ -72,6 +74,7 @@ class TrainerConfig:
     max_steps_per_epoch: int = 0
     log_case_indices: bool = False
     args: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
 
 
 class Trainer:
@@ -130,8 +133,9 @@ class Trainer:
         for epoch in range(self.start_epoch, self.config.max_epochs):
             prepare_epoch(self.train_loader, epoch, self.config.seed, self.ctx.rank)
             lr = self.optimizer.param_groups[0]["lr"]
-            scalars = {"train_loss": self.train_epoch(epoch), "lr": lr}
-            print0(self.ctx, f"epoch {epoch}: train_loss {scalars['train_loss']:.4f}  lr {lr:.3g}")
+            loss, timing = self.train_epoch(epoch)
+            scalars = {"train_loss": loss, "lr": lr, **timing.scalars()}
+            print0(self.ctx, f"epoch {epoch}: train_loss {loss:.4f}  lr {lr:.3g}  | {timing.summary()}")
 
             is_best = False
             if self.should_validate(epoch):
@@ -159,8 +163,12 @@ class Trainer:
         return (epoch + 1) % self.config.val_every == 0 or last
 
     # ------------------------------------------------------------------ training
-    def train_epoch(self, epoch: int) -> float:
-        """One pass over this rank's training samples; the loss averaged over all ranks."""
+    def train_epoch(self, epoch: int) -> tuple[float, EpochTiming]:
+        """One pass over this rank's training samples.
+
+        Returns:
+            The loss averaged over all ranks, and this rank's timing (data wait vs compute).
+        """
         self.model.train()
         loss_sum, n_samples = 0.0, 0
         cases: list[int] = []
@@ -169,9 +177,11 @@ class Trainer:
         bar = tqdm(
             self.train_loader, total=total, desc=f"epoch {epoch}", disable=not self.ctx.is_main, dynamic_ncols=True
         )
+        timer = StepTimer(self.device)
         for step, batch in enumerate(bar):
             if step >= max_steps:
                 break
+            timer.batch_arrived(batch)
             image, label = _to_device(batch, self.device)
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, enabled=self.config.amp):
@@ -182,17 +192,18 @@ class Trainer:
             self.scaler.update()
             self.global_step += 1
 
-            loss_value = loss.item()
+            loss_value = loss.item()  # also waits for the GPU: the step's compute ends here
+            timer.step_done(image.shape[0])
             loss_sum += loss_value * image.shape[0]
             n_samples += image.shape[0]
             if CASE_INDEX_KEY in batch:
                 cases.extend(int(i) for i in batch[CASE_INDEX_KEY])
-            bar.set_postfix(loss=f"{loss_value:.4f}")
+            bar.set_postfix_str(f"loss {loss_value:.4f} {timer.postfix()}")
         bar.close()
         if self.config.log_case_indices:
             self.record_cases(epoch, cases)
         loss_sum, n_samples = all_reduce_sum([loss_sum, float(n_samples)], self.ctx)
-        return loss_sum / max(n_samples, 1.0)
+        return loss_sum / max(n_samples, 1.0), timer.finish()
 
     def record_cases(self, epoch: int, cases: list[int]) -> None:
         """Append which datalist entries each rank trained on to ``<logdir>/case_indices.jsonl``."""
@@ -256,6 +267,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict(),
             "args": self.config.args,
+            "settings": self.config.settings,
         }
 
     def restore(self, checkpoint: dict) -> None:
@@ -336,8 +348,7 @@ def dice_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -
     scores = []
     for c in range(1, num_classes):
         p, t = pred == c, target == c
-        denom = int(p.sum()) + int(t.sum())
-        scores.append(1.0 if denom == 0 else 2.0 * int((p & t).sum()) / denom)
+        scores.append(dice_from_counts(int((p & t).sum()), int(p.sum()), int(t.sum())))
     return scores
 
 

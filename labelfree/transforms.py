@@ -87,6 +87,7 @@ def get_transforms(
     organ: str = "liver",
     syn_prob: float = 0.9,
     syn_rim_mm: float | None = None,
+    time_synthesis: bool = False,
 ) -> Compose:
     """Build the pipeline of ``mode`` (see the module docstring for the order).
 
@@ -104,6 +105,8 @@ def get_transforms(
         syn_prob: probability that a case gets synthetic tumors on a draw.
         syn_rim_mm: organ tissue (mm) kept between a synthetic tumor and the organ surface;
             None: the profile's (0, the original).
+        time_synthesis: record each sample's synthesis seconds under
+            ``labelfree.step_timer.SYNTHESIS_SECONDS_KEY`` (the training loop reports them).
 
     Returns:
         A flat ``monai.transforms.Compose``.
@@ -121,6 +124,10 @@ def get_transforms(
 
     roi_size = tuple(int(r) for r in roi_size)
     synthesis = [_tumor_synthesis(organ, syn_prob, syn_rim_mm)] if syn else []
+    if synthesis and time_synthesis:
+        from labelfree.step_timer import TimedTransform
+
+        synthesis = [TimedTransform(synthesis[0])]
     return Compose(
         _load_and_resample(keys, space)
         + synthesis
@@ -145,11 +152,6 @@ def get_transforms(
             RandShiftIntensityd(keys=IMAGE_KEY, offsets=INTENSITY_OFFSET, prob=INTENSITY_PROB),
         ]
     )
-
-
-def get_train_stages(**kwargs) -> TrainStages:
-    """The ``train`` pipeline of :func:`get_transforms` (same keyword arguments), split at its cache boundary."""
-    return split_at_cache_boundary(get_transforms("train", **kwargs))
 
 
 def split_at_cache_boundary(pipeline: Compose) -> TrainStages:

@@ -33,39 +33,21 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
 from monai.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import labelfree.args
-from labelfree.evaluation import report
-from labelfree.evaluation.inference import Predictor, load_model, select_device
-from labelfree.evaluation.postprocess import DEFAULT_TUMOR_MARGIN_MM, postprocess_labels
-from labelfree.evaluation.scoring import score_label_pairs
-from labelfree.networks import MODEL_NAMES, SWIN_FEATURE_SIZES, build_model
-from labelfree.checkpoint import CheckpointError, load_checkpoint
+from labelfree.checkpoint import CHECKPOINT_BEST, CheckpointError, load_checkpoint
 from labelfree.datalist import DatalistError, check_datalist_files, load_datalist
-from labelfree.labels import LabelError, as_integer_labels, list_nifti_files, nifti_stem
+from labelfree.distributed import resolve_device
+from labelfree.evaluation import report
+from labelfree.evaluation.inference import Predictor, load_model
+from labelfree.evaluation.postprocess import DEFAULT_TUMOR_MARGIN_MM, postprocess_labels
+from labelfree.evaluation.scoring import score_cases, voxel_spacing
+from labelfree.labels import LabelError, list_nifti_files, nifti_stem
+from labelfree.networks import MODEL_NAMES, SWIN_FEATURE_SIZES
+from labelfree.settings import RunSettings, SettingsError
 from labelfree.transforms import get_transforms
-
-#: Settings that must match training: validation flag -> (checkpoint ``args`` key(s), fallback).
-#: The fallback ``None`` means "derived later" (the intensity window comes from the organ).
-TRAINING_SETTINGS = {
-    "model": (("model_name", "model"), "unet"),
-    "swin_type": (("swin_type",), "base"),
-    "feature_size": (("feature_size",), None),
-    "num_classes": (("num_classes", "out_channels"), 3),
-    "organ": (("organ",), "liver"),
-    "a_min": (("a_min",), None),
-    "a_max": (("a_max",), None),
-    "space_x": (("space_x",), 1.0),
-    "space_y": (("space_y",), 1.0),
-    "space_z": (("space_z",), 1.0),
-    "roi_x": (("roi_x",), 96),
-    "roi_y": (("roi_y",), 96),
-    "roi_z": (("roi_z",), 96),
-}
-
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,7 +81,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     infer.add_argument("--sw_batch_size", default=1, type=int, help="windows per forward pass")
     infer.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     infer.add_argument("--noamp", action="store_true", help="no mixed precision on CUDA (AMP is on by default there)")
-    infer.add_argument("--workers", default=1, type=int, help="processes loading the next scans during inference")
+    infer.add_argument("--workers", default=1, type=int,
+                       help="processes loading the next scans during inference, and scoring the predictions")
 
     scoring = parser.add_argument_group("post-processing and scoring")
     scoring.add_argument("--no_postprocess", action="store_true", help="keep the raw argmax (no component filtering)")
@@ -128,51 +111,31 @@ def resolve_checkpoint_path(args: argparse.Namespace) -> Path:
     if args.checkpoint:
         return Path(args.checkpoint)
     if args.log_dir:
-        return Path(args.log_dir) / "model.pt"
+        return Path(args.log_dir) / CHECKPOINT_BEST
     raise UsageError("give --log_dir (holding model.pt) or --checkpoint")
 
 
-def resolve_settings(args: argparse.Namespace, saved_args: dict | None) -> dict[str, str]:
-    """Fill unset training settings in ``args``: checkpoint value, else the default.
+#: validation.py's setting flags (``None`` when not given; the checkpoint's value is used then).
+SETTING_FLAGS = ("model", "swin_type", "feature_size", "num_classes", "organ", "a_min", "a_max",
+                 "space_x", "space_y", "space_z", "roi_x", "roi_y", "roi_z")
+
+
+def resolve_settings(args: argparse.Namespace, checkpoint: dict | None) -> tuple[RunSettings, dict[str, str]]:
+    """The run settings: the checkpoint's, with the flags given on top (a note for each override).
 
     Returns:
-        Setting name -> where its value came from (``"flag"``, ``"checkpoint"``, ``"default"``).
+        The settings and where each came from (``"flag"``, ``"checkpoint"``, ``"default"``).
+
+    Raises:
+        UsageError: a flag contradicts the trained network or its label convention.
     """
-    saved_args = saved_args or {}
-    sources = {}
-    for name, (saved_names, fallback) in TRAINING_SETTINGS.items():
-        if getattr(args, name) is not None:
-            sources[name] = "flag"
-            continue
-        saved = next((saved_args[k] for k in saved_names if saved_args.get(k) is not None), None)
-        setattr(args, name, saved if saved is not None else fallback)
-        sources[name] = "checkpoint" if saved is not None else "default"
-    profile = organ_profile(args.organ)
-    if sources["num_classes"] == "default":  # the organ's label convention: 3 classes, multi-organ 7
-        args.num_classes = profile.num_classes
-        sources["num_classes"] = f"organ {profile.name}"
-    for name, value in zip(("a_min", "a_max"), profile.window):
-        if getattr(args, name) is None:
-            setattr(args, name, float(value))
-            sources[name] = f"organ {profile.name}"
-    return sources
-
-
-def organ_profile(name: str):
-    """The organ profile (label values, class names, window); a clear error for unknown organs."""
     try:
-        return labelfree.args.organ_profile(name)
-    except (KeyError, ValueError) as e:
-        raise UsageError(f"--organ {name}: {e}") from e
-
-
-def label_pairs(profile) -> tuple[tuple[str, int, str, int], ...]:
-    """``(organ name, organ label, tumor name, tumor label)`` of each organ of the profile's label convention."""
-    pairs = getattr(profile, "label_pairs", None)
-    if pairs is not None:
-        return tuple(pairs)
-    names = profile.class_names
-    return ((names[profile.organ_label], profile.organ_label, names[profile.tumor_label], profile.tumor_label),)
+        settings, sources, notes = RunSettings.for_evaluation({k: getattr(args, k) for k in SETTING_FLAGS}, checkpoint)
+    except SettingsError as e:
+        raise UsageError(str(e)) from None
+    for note in notes:
+        print(note)
+    return settings, sources
 
 
 def collect_cases(args: argparse.Namespace) -> list[dict]:
@@ -227,31 +190,6 @@ def _grid_problems(image_path: str, label_path: str) -> list[str]:
     return []
 
 
-def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel size in mm along the three array axes (column norms of the affine; oblique-safe)."""
-    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
-
-
-def score_case(pred: np.ndarray, label_path: str, profile, tolerance_mm: float) -> dict:
-    """Dice, NSD and lesion counts of one prediction against its label file (at the label's spacing)."""
-    label_nii = nib.load(label_path)
-    label = as_integer_labels(np.asanyarray(label_nii.dataobj), what=f"label {label_path}")
-    if label.ndim == 4 and label.shape[3] == 1:
-        label = label[..., 0]
-    return score_label_pairs(pred, label, voxel_spacing(label_nii.affine), label_pairs(profile), tolerance_mm)
-
-
-def build_network(args: argparse.Namespace) -> torch.nn.Module:
-    return build_model(
-        args.model,
-        in_channels=1,
-        out_channels=args.num_classes,
-        roi_size=(args.roi_x, args.roi_y, args.roi_z),
-        swin_type=args.swin_type,
-        feature_size=args.feature_size,
-    )
-
-
 def output_dir(args: argparse.Namespace, checkpoint_path: Path) -> Path:
     run_name = Path(args.log_dir).name if args.log_dir else checkpoint_path.parent.name
     return Path(args.save_dir) / run_name / str(args.val_overlap)
@@ -261,16 +199,22 @@ def evaluate(
     predictor: Predictor,
     transforms,
     cases: list[dict],
-    profile,
+    label_pairs,
     out_dir: Path,
     postprocess: bool = True,
     tolerance_mm: float = 2.0,
     workers: int = 0,
 ) -> list[dict]:
-    """Segment, save and score every case; return the metric rows of the labelled ones."""
-    pairs = tuple((organ_label, tumor_label) for _, organ_label, _, tumor_label in label_pairs(profile))
+    """Segment and save every case, then score the saved predictions; the rows of the labelled cases."""
+    predict_cases(predictor, transforms, cases, label_pairs, out_dir, postprocess, workers)
+    return score_cases(cases, out_dir / "pred", label_pairs, tolerance_mm, workers)
+
+
+def predict_cases(predictor: Predictor, transforms, cases: list[dict], label_pairs, out_dir: Path,
+                  postprocess: bool = True, workers: int = 0) -> None:
+    """Segment every case and write ``<out_dir>/pred/<name>.nii.gz`` on the input's grid (post-processed)."""
+    pairs = tuple((organ_label, tumor_label) for _, organ_label, _, tumor_label in label_pairs)
     loader = DataLoader(Dataset(cases, transform=transforms), batch_size=1, num_workers=workers)
-    rows = []
     progress = tqdm(loader, total=len(cases), desc="cases", unit="case", dynamic_ncols=True)
     for case, batch in zip(cases, progress):
         progress.set_postfix_str(case["name"])
@@ -279,9 +223,6 @@ def evaluate(
         if postprocess:
             pred = postprocess_labels(pred, voxel_spacing(image_nii.affine), pairs, DEFAULT_TUMOR_MARGIN_MM)
         report.save_prediction(pred, image_nii, out_dir / "pred" / f"{case['name']}.nii.gz")
-        if "label" in case:
-            rows.append({"name": case["name"], **score_case(pred, case["label"], profile, tolerance_mm)})
-    return rows
 
 
 def main(args: argparse.Namespace) -> dict | None:
@@ -290,70 +231,51 @@ def main(args: argparse.Namespace) -> dict | None:
     checkpoint_path = resolve_checkpoint_path(args)
     cases = collect_cases(args)  # every input problem surfaces before the network loads
     checkpoint = load_checkpoint(checkpoint_path)
-    saved_args = checkpoint.get("args") if isinstance(checkpoint.get("args"), dict) else None
-    sources = resolve_settings(args, saved_args)
-    profile = organ_profile(args.organ)
-    device = select_device(args.device)
-
+    settings, sources = resolve_settings(args, checkpoint)
     try:
-        model = build_network(args)
-    except (ValueError, ImportError) as e:  # a patch size the network cannot take, a missing package
+        device = resolve_device(args.device)
+        model = settings.build_model()
+    except (ValueError, ImportError) as e:  # no such GPU, a patch size the network cannot take, a missing package
         raise UsageError(str(e)) from e
-    flags = {"--model": args.model, "--num_classes": args.num_classes, "--swin_type": args.swin_type,
-             "--feature_size": args.feature_size}
+    flags = {"--model": settings.model.name, "--num_classes": settings.num_classes,
+             "--swin_type": settings.model.swin_type, "--feature_size": settings.model.feature_size}
     load_model(model, checkpoint_path, flags, checkpoint)
 
-    space = (args.space_x, args.space_y, args.space_z)
-    roi = (args.roi_x, args.roi_y, args.roi_z)
-    transforms = get_transforms("infer", a_min=args.a_min, a_max=args.a_max, space=space)
-    predictor = Predictor(model, transforms, roi, args.val_overlap, args.sw_batch_size, device, amp=not args.noamp)
+    transforms = get_transforms("infer", **settings.preprocessing())
+    predictor = Predictor(model, transforms, settings.roi, args.val_overlap, args.sw_batch_size, device,
+                          amp=not args.noamp)
     out_dir = output_dir(args, checkpoint_path)
     n_labelled = sum("label" in c for c in cases)
     print(
-        f"{len(cases)} case(s), {n_labelled} with labels | {args.model} from {checkpoint_path} on {device}"
-        f"{' (AMP)' if predictor.amp else ''} | window {args.a_min:g}..{args.a_max:g} HU, spacing {space} mm, "
-        f"roi {roi}, overlap {args.val_overlap} | settings from the checkpoint: "
-        f"{', '.join(k for k, v in sources.items() if v == 'checkpoint') or 'none'} | output {out_dir}"
+        f"{len(cases)} case(s), {n_labelled} with labels | {settings.model.name} from {checkpoint_path} on {device}"
+        f"{' (AMP)' if predictor.amp else ''} | window {settings.window[0]:g}..{settings.window[1]:g} HU, "
+        f"spacing {settings.spacing} mm, roi {settings.roi}, overlap {args.val_overlap} | settings from the "
+        f"checkpoint: {', '.join(k for k, v in sources.items() if v == 'checkpoint') or 'none'} | output {out_dir}"
     )
 
     start = time.perf_counter()
-    rows = evaluate(predictor, transforms, cases, profile, out_dir, not args.no_postprocess, args.nsd_tolerance,
-                    args.workers)
+    predict_cases(predictor, transforms, cases, settings.label_pairs, out_dir, not args.no_postprocess, args.workers)
     elapsed = time.perf_counter() - start
     print(f"{len(cases)} prediction(s) written to {out_dir / 'pred'} in {elapsed:.1f} s")
-    if not rows:
+    if not n_labelled:
         return None
-
-    columns = report.pair_metric_columns(label_pairs(profile))
-    score_columns = report.score_columns_of(label_pairs(profile))
-    summary = report.summarize(rows, score_columns)
-    if len(label_pairs(profile)) > 1:  # lesion detection of each tumor label on its own
-        summary["lesion_detection_by_tumor"] = {
-            tumor: report.summarize(
-                [{k[len(tumor) + 1:]: v for k, v in r.items() if k.startswith(f"{tumor}_")} for r in rows], []
-            )["lesion_detection"]
-            for _, _, tumor, _ in label_pairs(profile)
-        }
-    summary["settings"] = {
-        "checkpoint": str(checkpoint_path), "model": args.model, "swin_type": args.swin_type,
-        "feature_size": args.feature_size, "num_classes": args.num_classes, "organ": args.organ,
-        "a_min": args.a_min, "a_max": args.a_max, "space_mm": list(space), "roi": list(roi),
-        "val_overlap": args.val_overlap, "nsd_tolerance_mm": args.nsd_tolerance,
+    rows = score_cases(cases, out_dir / "pred", settings.label_pairs, args.nsd_tolerance, args.workers)
+    run_settings = {
+        "checkpoint": str(checkpoint_path), "model": settings.model.name, "swin_type": settings.model.swin_type,
+        "feature_size": settings.model.feature_size, "num_classes": settings.num_classes, "organ": settings.organ,
+        "a_min": settings.window[0], "a_max": settings.window[1], "space_mm": list(settings.spacing),
+        "roi": list(settings.roi), "val_overlap": args.val_overlap, "nsd_tolerance_mm": args.nsd_tolerance,
         "postprocess": not args.no_postprocess, "tumor_margin_mm": DEFAULT_TUMOR_MARGIN_MM,
         "cases_predicted": len(cases), "seconds": elapsed,
     }
-    report.write_metrics_csv(rows, columns, out_dir / "metrics.csv")
-    report.write_summary_json(summary, out_dir / "summary.json")
-    print(report.format_table(rows, summary, score_columns))
-    print(f"metrics: {out_dir / 'metrics.csv'}, summary: {out_dir / 'summary.json'}")
-    return summary
+    return report.write_scores(rows, settings.label_pairs, out_dir, run_settings)
 
 
 def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         main(args)
-    except (UsageError, DatalistError, CheckpointError, LabelError) as e:
+    except (UsageError, DatalistError, CheckpointError, LabelError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from labelfree.evaluation.figures import shrink_png
+from labelfree.checkpoint import CHECKPOINT_BEST
 from labelfree.datalist import read_datalist_json
 from labelfree.io import write_json_atomic
 
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         logdir = out / arm
         run(train_command(args, arm, datalists[arm], n_train, logdir), args.dry_run)
         arm_dirs[arm] = out / "eval" / arm / str(args.val_overlap)
-        if is_newer(arm_dirs[arm] / "metrics.csv", logdir / "model.pt"):
+        if is_newer(arm_dirs[arm] / "metrics.csv", logdir / CHECKPOINT_BEST):
             print(f"{arm}: {arm_dirs[arm] / 'metrics.csv'} is newer than its model.pt: evaluation kept")
             continue
         run([sys.executable, "validation.py", "--model=unet", f"--val_overlap={args.val_overlap}",

@@ -14,7 +14,8 @@ from scipy import ndimage
 from labelfree.evaluation.report import pair_metric_columns
 from labelfree.evaluation.scoring import score_label_pairs
 from tumor_synthesis import TumorGenerated, get_organ_profile, synthesize_tumors
-from labelfree.args import class_tags, resolve_num_classes, resolve_window
+from labelfree.args import resolve_num_classes
+from labelfree.settings import RunSettings
 
 SPACING = (2.0, 2.0, 2.0)
 SHAPE = (80, 64, 56)  # 160 x 128 x 112 mm
@@ -72,15 +73,15 @@ def test_cli_window_and_class_count_follow_the_organ():
         return argparse.Namespace(organ=organ, a_min=None, a_max=None, out_channels=ConventionDefault(3),
                                   num_classes=ConventionDefault(3), **kw)
 
-    assert resolve_window(ns("lung")) == (-1000.0, 500.0)
-    assert resolve_window(ns("kidney")) == (-175.0, 250.0)
+    assert RunSettings.from_train_args(ns("lung")).window == (-1000.0, 500.0)
+    assert RunSettings.from_train_args(ns("kidney")).window == (-175.0, 250.0)
     assert resolve_num_classes(ns("liver")) == (3, 3)
     assert resolve_num_classes(ns("multi")) == (7, 7)
     given = ns("multi")
     given.num_classes = 5
     assert resolve_num_classes(given) == (7, 5)  # a given flag is kept (main.py then rejects the mismatch)
-    assert class_tags("lung", 3) == ["val_lung_dice", "val_nodule_dice"]
-    assert class_tags("multi", 7) == [
+    assert RunSettings.create("lung").class_tags == ["val_lung_dice", "val_nodule_dice"]
+    assert RunSettings.create("multi").class_tags == [
         "val_liver_dice", "val_liver_tumor_dice", "val_pancreas_dice", "val_pancreas_tumor_dice",
         "val_kidney_dice", "val_kidney_tumor_dice",
     ]

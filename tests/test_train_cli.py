@@ -32,7 +32,8 @@ ORIGINAL_COMMAND = (
 # Small-data overrides appended to a command (argparse: the last value wins).
 SMALL = ["--roi_x", "32", "--roi_y", "32", "--roi_z", "32", "--space_x", "3", "--space_y", "3", "--space_z", "3",
          "--workers", "0", "--warmup_epochs", "1"]
-CHECKPOINT_KEYS = {"epoch", "best_acc", "global_step", "state_dict", "optimizer", "scheduler", "scaler", "args"}
+CHECKPOINT_KEYS = {"epoch", "best_acc", "global_step", "state_dict", "optimizer", "scheduler", "scaler", "args",
+                   "settings"}
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -258,7 +259,7 @@ def small_phantom_root(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_original_syn_command_on_a_phantom_root(tmp_path, small_phantom_root):
+def test_original_syn_command_on_a_phantom_root(tmp_path, small_phantom_root, capsys):
     phantom_root = small_phantom_root
     logdir = tmp_path / "runs" / "synt.no_pretrain.unet0"
     command = ORIGINAL_COMMAND.format(port=free_port(), logdir=logdir, train=phantom_root, val=phantom_root,
@@ -267,8 +268,17 @@ def test_original_syn_command_on_a_phantom_root(tmp_path, small_phantom_root):
     argv = shlex.split(command)[4:] + ["--max_epochs", "1", "--space_x", "3", "--space_y", "3", "--space_z", "3"]
     train_cli.main(argv)
 
+    # Where the time went: data wait vs compute, throughput, synthesis and peak memory, printed and logged.
+    epoch_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 0: train_loss"))
+    for part in ("data ", "s/step (", "compute ", "samples/s", "synthesis ", "ms/sample in the loader", "peak rss"):
+        assert part in epoch_line
     scalars = read_scalars(logdir)
     assert {"train_loss", "lr", "val_loss", "val_mean_dice", "val_liver_dice", "val_tumor_dice"} <= set(scalars)
+    timing = {tag: values[0][1] for tag, values in scalars.items() if tag.startswith(("time/", "memory/"))}
+    assert set(timing) == {"time/data_wait_s_per_step", "time/compute_s_per_step", "time/data_wait_fraction",
+                           "time/samples_per_s", "time/synthesis_s_per_sample", "memory/peak_rss_gib"}
+    assert 0.0 <= timing["time/data_wait_fraction"] <= 1.0 and timing["time/compute_s_per_step"] > 0
+    assert timing["time/synthesis_s_per_sample"] > 0 and timing["memory/peak_rss_gib"] > 0.1
     assert [step for step, _ in scalars["train_loss"]] == [0]
     assert scalars["lr"][0][1] == 0.0  # warmup_cosine starts at 0, as the original
     mean = scalars["val_mean_dice"][0][1]
@@ -280,6 +290,8 @@ def test_original_syn_command_on_a_phantom_root(tmp_path, small_phantom_root):
         assert state["args"]["syn"] is True and state["args"]["json_dir"].endswith("healthy.json")
         assert not any(k.startswith("module.") for k in state["state_dict"])  # unwrapped from DDP
         assert state["scheduler"]["last_epoch"] == 1 and state["scaler"] == {}
+        assert state["settings"]["organ"] == "liver" and state["settings"]["spacing"] == [3.0, 3.0, 3.0]
+        assert state["settings"]["model"] == {"name": "unet", "swin_type": "tiny", "feature_size": None}
 
 
 def test_checkpoint_flag_loads_prefixed_weights(tmp_path, data_root):
@@ -414,7 +426,8 @@ def test_launch_plans(monkeypatch):
 
 
 def test_class_tags_follow_the_organ_profile():
-    from labelfree.args import class_tags
+    from labelfree.settings import RunSettings
 
-    assert class_tags("liver", 3) == ["val_liver_dice", "val_tumor_dice"]  # the original's tags
-    assert class_tags("liver", 4) == ["val_class1_dice", "val_class2_dice", "val_class3_dice"]
+    assert RunSettings.create("liver").class_tags == ["val_liver_dice", "val_tumor_dice"]  # the original's tags
+    assert RunSettings.create("liver", num_classes=4).class_tags == ["val_class1_dice", "val_class2_dice",
+                                                                      "val_class3_dice"]

@@ -13,7 +13,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -30,7 +29,7 @@ from labelfree.checkpoint import save_checkpoint
 from labelfree.transforms import get_transforms
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILE = SimpleNamespace(name="liver", organ_label=1, tumor_label=2, class_names=("background", "liver", "tumor"))
+LIVER_PAIRS = (("liver", 1, "tumor", 2),)
 WINDOW = (-21.0, 189.0)
 SHAPE = (40, 34, 22)
 BLOCK = (slice(8, 22), slice(6, 16), slice(4, 12))  # off-centre on every axis: a flip would show
@@ -86,7 +85,7 @@ def _evaluate(tmp_path, cases, net, space=(1.5, 1.5, 1.5), postprocess=False):
     transforms = get_transforms("infer", a_min=WINDOW[0], a_max=WINDOW[1], space=space)
     predictor = Predictor(net, transforms, roi_size=(32, 32, 32), overlap=0.25)
     out = tmp_path / "out"
-    rows = validation.evaluate(predictor, transforms, cases, PROFILE, out, postprocess=postprocess)
+    rows = validation.evaluate(predictor, transforms, cases, LIVER_PAIRS, out, postprocess=postprocess)
     return rows, out
 
 
@@ -303,9 +302,9 @@ ROI_32 = ["--roi_x", "32", "--roi_y", "32", "--roi_z", "32"]
 @pytest.mark.parametrize(
     "flags, saved_args, weights, expected",
     [
-        (["--num_classes", "4"], TRAINING_ARGS, None, "--num_classes (checkpoint trained with 3, given 4)"),
+        (["--num_classes", "4"], TRAINING_ARGS, None, "--num_classes 4 does not match the checkpoint (trained with 3)"),
         (["--model", "unet"], {**TRAINING_ARGS, "model_name": "swin_unetrv2"}, OTHER_WEIGHTS,
-         "--model (checkpoint trained with 'swin_unetrv2', given 'unet')"),
+         "--model unet does not match the checkpoint (trained with swin_unetrv2)"),
         (["--num_classes", "4", *ROI_32], None, None, "probably --num_classes"),
         (["--model", "unet", *ROI_32], None, OTHER_WEIGHTS, "probably --model"),
     ],

@@ -244,19 +244,24 @@ PROFILES: dict[str, OrganProfile | MultiOrganProfile] = {
     ),
 }
 
-#: FreeTumor's multi-organ convention: organ label -> its tumor label 1->2, 3->4, 5->6.
+#: FreeTumor's multi-organ convention: organ label -> its tumor label 1->2, 3->4, 5->6. The one
+#: table of it: class names, the phantom's multi-organ labels and evaluation derive from it.
 FREETUMOR_LABELS = (("liver", 1, 2), ("pancreas", 3, 4), ("kidney", 5, 6))
+#: Name of each label value 0..6 of the FreeTumor convention.
+FREETUMOR_CLASS_NAMES = ("background",) + tuple(
+    name for organ, _, _ in FREETUMOR_LABELS for name in (organ, f"{organ}_tumor")
+)
 
 PROFILES["multi"] = MultiOrganProfile(
     name="multi",
     window=ABDOMEN_WINDOW,
-    class_names=("background", "liver", "liver_tumor", "pancreas", "pancreas_tumor", "kidney", "kidney_tumor"),
+    class_names=FREETUMOR_CLASS_NAMES,
     members=tuple(
         replace(
             PROFILES[organ],
             organ_label=organ_label,
             tumor_label=tumor_label,
-            class_names=("background", "liver", "liver_tumor", "pancreas", "pancreas_tumor", "kidney", "kidney_tumor"),
+            class_names=FREETUMOR_CLASS_NAMES,
         )
         for organ, organ_label, tumor_label in FREETUMOR_LABELS
     ),

@@ -21,24 +21,10 @@ from monai.data import decollate_batch
 from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, Invertd
 
-from labelfree.checkpoint import CheckpointError, extract_state_dict, load_checkpoint
+from labelfree.checkpoint import CheckpointError, extract_state_dict, load_checkpoint, weight_differences
 
 PRED_KEY = "pred"
 IMAGE_KEY = "image"
-
-
-def select_device(name: str | None) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``"auto"`` or ``None`` picks CUDA when available.
-
-    Raises:
-        ValueError: CUDA was asked for but is not available.
-    """
-    if name is None or name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
 
 
 def load_model(
@@ -65,9 +51,7 @@ def load_model(
         checkpoint = load_checkpoint(checkpoint_path)
     weights = extract_state_dict(checkpoint, checkpoint_path)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    mismatched = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
+    missing, unexpected, mismatched = weight_differences(expected, weights)
     if missing or unexpected or mismatched:
         raise CheckpointError(
             f"checkpoint {checkpoint_path} does not match the network built from "

@@ -93,6 +93,18 @@ def union_bounding_box(*masks: np.ndarray, margin: int = 1) -> tuple[slice, ...]
     return bounding_box(union, margin)
 
 
+def dice_from_counts(intersection: int, pred_count: int, ref_count: int) -> float:
+    """Dice 2|P and R| / (|P| + |R|) from voxel counts, with the empty-mask convention (module docstring).
+
+    The one Dice formula of the project: :func:`dice` here and the training loop's
+    per-class validation Dice both use it.
+    """
+    total = int(pred_count) + int(ref_count)
+    if total == 0:
+        return EMPTY_BOTH
+    return 2.0 * int(intersection) / total
+
+
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     """Dice coefficient 2|P and R| / (|P| + |R|) of two masks.
 
@@ -104,10 +116,7 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
         Dice in [0, 1]; 1.0 when both are empty, 0.0 when exactly one is (module docstring).
     """
     pred, ref = mask_pair(pred, ref)
-    total = int(np.count_nonzero(pred)) + int(np.count_nonzero(ref))
-    if total == 0:
-        return EMPTY_BOTH
-    return 2.0 * int(np.count_nonzero(pred & ref)) / total
+    return dice_from_counts(np.count_nonzero(pred & ref), np.count_nonzero(pred), np.count_nonzero(ref))
 
 
 def normalized_surface_dice(

@@ -204,3 +204,37 @@ def format_table(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], 
 
 def _ratio_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def write_scores(rows: Sequence[Mapping[str, Any]], label_pairs: Sequence[tuple[str, int, str, int]],
+                 out_dir: str | os.PathLike, settings: Mapping[str, Any]) -> dict:
+    """Write ``metrics.csv`` and ``summary.json`` of scored cases into ``out_dir``, print the table.
+
+    The one writer of both files, for ``validation.py`` and for re-scoring a prediction folder.
+
+    Args:
+        rows: one dict per case (``name`` and the scores of ``scoring.score_label_pairs``).
+        label_pairs: ``(organ name, organ label, tumor name, tumor label)`` per organ.
+        out_dir: the evaluation folder (holding ``pred/``).
+        settings: recorded as the summary's ``settings``.
+
+    Returns:
+        The summary.
+    """
+    out_dir = Path(out_dir)
+    columns = pair_metric_columns(label_pairs)
+    score_columns = score_columns_of(label_pairs)
+    summary = summarize(rows, score_columns)
+    if len(label_pairs) > 1:  # lesion detection of each tumor label on its own
+        summary["lesion_detection_by_tumor"] = {
+            tumor: summarize(
+                [{k[len(tumor) + 1:]: v for k, v in r.items() if k.startswith(f"{tumor}_")} for r in rows], []
+            )["lesion_detection"]
+            for _, _, tumor, _ in label_pairs
+        }
+    summary["settings"] = dict(settings)
+    write_metrics_csv(rows, columns, out_dir / "metrics.csv")
+    write_summary_json(summary, out_dir / "summary.json")
+    print(format_table(rows, summary, score_columns))
+    print(f"metrics: {out_dir / 'metrics.csv'}, summary: {out_dir / 'summary.json'}")
+    return summary

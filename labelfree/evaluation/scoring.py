@@ -97,3 +97,77 @@ def score_label_pairs(
                 totals[key] = totals.get(key, 0) + int(value)
     scores.update(totals)
     return scores
+
+
+def score_files(pred_path: str, label_path: str, label_pairs: Sequence[tuple[str, int, str, int]],
+                tolerance_mm: float = 2.0) -> dict[str, float | int]:
+    """Score a prediction file against its label file, at the label's voxel spacing.
+
+    Both are read from disk, so this is the same computation whether the prediction was
+    just written by ``validation.py`` or is re-scored later (``labelfree-score``).
+
+    Raises:
+        ValueError: the two files' grids differ, or a file does not hold integer labels.
+    """
+    import nibabel as nib
+
+    from labelfree.labels import as_integer_labels
+
+    label_nii = nib.load(label_path)
+    label = _squeeze_channel(as_integer_labels(np.asanyarray(label_nii.dataobj), what=f"label {label_path}"))
+    pred = _squeeze_channel(as_integer_labels(np.asanyarray(nib.load(pred_path).dataobj), what=f"prediction {pred_path}"))
+    if pred.shape != label.shape:
+        raise ValueError(f"prediction {pred_path} has shape {pred.shape}, its label {label_path} {label.shape}")
+    return score_label_pairs(pred, label, voxel_spacing(label_nii.affine), label_pairs, tolerance_mm)
+
+
+def score_cases(cases: Sequence[dict], pred_dir, label_pairs: Sequence[tuple[str, int, str, int]],
+                tolerance_mm: float = 2.0, workers: int = 1, progress: bool = True) -> list[dict]:
+    """Score ``<pred_dir>/<name>.nii.gz`` of every labelled case, in a pool of ``workers`` processes.
+
+    Args:
+        cases: ``{"name", "label", ...}`` dicts (cases without a label are skipped).
+        pred_dir: the folder of predictions (``validation.py``'s ``pred/``).
+        label_pairs: ``(organ name, organ label, tumor name, tumor label)`` per organ.
+        tolerance_mm: NSD tolerance.
+        workers: processes; 0 or 1 scores in this process.
+
+    Returns:
+        One row per labelled case, in the cases' order: ``{"name": ..., **scores}``.
+    """
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    labelled = [c for c in cases if c.get("label")]
+    jobs = [(str(Path(pred_dir) / f"{c['name']}.nii.gz"), c["label"], tuple(label_pairs), tolerance_mm)
+            for c in labelled]
+    bar = tqdm(total=len(jobs), desc="scoring", unit="case", dynamic_ncols=True, disable=not progress)
+    if workers <= 1 or len(jobs) <= 1:
+        results = []
+        for job in jobs:
+            results.append(score_files(*job))
+            bar.update()
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: the parent may hold torch's threads and CUDA; the workers need only numpy/scipy.
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(score_files, *job) for job in jobs]
+            for future in futures:
+                future.result()
+                bar.update()
+            results = [f.result() for f in futures]
+    bar.close()
+    return [{"name": c["name"], **scores} for c, scores in zip(labelled, results)]
+
+
+def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along the three array axes (column norms of the affine; oblique-safe)."""
+    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+
+
+def _squeeze_channel(labels: np.ndarray) -> np.ndarray:
+    return labels[..., 0] if labels.ndim == 4 and labels.shape[3] == 1 else labels

@@ -113,13 +113,6 @@ def world_to_voxel(affine: np.ndarray, points_mm) -> np.ndarray:
     return (np.linalg.inv(affine) @ homog.T).T[:, :3]
 
 
-def voxel_to_world(affine: np.ndarray, index) -> np.ndarray:
-    """World points (N, 3) in mm of continuous voxel indices (N, 3)."""
-    idx = np.atleast_2d(np.asarray(index, dtype=np.float64))
-    homog = np.c_[idx, np.ones(len(idx))]
-    return (affine @ homog.T).T[:, :3]
-
-
 def rotation_matrix(angles_rad) -> np.ndarray:
     """Rotation matrix of intrinsic rotations about x, then y, then z (radians)."""
     ax, ay, az = angles_rad

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tumor_synthesis.organs import FREETUMOR_CLASS_NAMES, FREETUMOR_LABELS
+
 from .tissues import BTCV_LABELS, Tissue
 
 #: Organs with a tumour task in the abdomen phantom.
@@ -30,18 +32,10 @@ ORGAN_BTCV_CODES = {
 }
 
 #: Multi-organ (FreeTumor) label value of each organ; its tumour is the value + 1.
-MULTIORGAN_ORGAN_VALUES = {"liver": 1, "pancreas": 3, "kidney": 5}
+MULTIORGAN_ORGAN_VALUES = {organ: organ_label for organ, organ_label, _ in FREETUMOR_LABELS}
 
 #: Names of the multi-organ label values (as in a decathlon datalist's ``labels``).
-MULTIORGAN_LABELS = {
-    0: "background",
-    1: "liver",
-    2: "liver_tumor",
-    3: "pancreas",
-    4: "pancreas_tumor",
-    5: "kidney",
-    6: "kidney_tumor",
-}
+MULTIORGAN_LABELS = dict(enumerate(FREETUMOR_CLASS_NAMES))
 
 
 def _check_organ(organ: str) -> None:

@@ -1,0 +1,1 @@
+"""Shared helpers: atomic file output, datalists, transform pipelines, distributed set-up."""

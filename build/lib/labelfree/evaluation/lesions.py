@@ -1,0 +1,114 @@
+"""Lesion-level detection: per-lesion sensitivity, false-positive lesions, radius bins.
+
+A *lesion* is a connected component of a tumor mask (26-connectivity by default: voxels
+touching by a face, an edge or a corner belong to the same lesion). A reference lesion
+is *detected* when at least one voxel of it is predicted as tumor, i.e. when any
+predicted component overlaps it. A predicted component overlapping no reference lesion
+is a *false-positive lesion*.
+
+A lesion's size is the radius in mm of the sphere with the same volume,
+``r = (3 V / (4 pi)) ** (1/3)`` with ``V`` = voxel count x voxel volume (mm^3); lesions
+are binned by that radius into [0, 5), [5, 10), [10, 15), [15, 20) and [20, inf) mm.
+Sensitivity over a data set pools lesions of all cases (see :mod:`evaluation.report`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from labelfree.evaluation.metrics import check_spacing, mask_pair, union_bounding_box
+
+RADIUS_BIN_EDGES_MM = (0.0, 5.0, 10.0, 15.0, 20.0, math.inf)
+
+
+def radius_bin_names(edges: Sequence[float] = RADIUS_BIN_EDGES_MM) -> list[str]:
+    """Column-friendly names of the radius bins, e.g. ``"r0_5"``, ``"r20_inf"``."""
+
+    def fmt(x: float) -> str:
+        return "inf" if math.isinf(x) else f"{x:g}".replace(".", "p")
+
+    return [f"r{fmt(lo)}_{fmt(hi)}" for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def equivalent_sphere_radius_mm(n_voxels: np.ndarray | int, spacing_mm: Sequence[float]) -> np.ndarray:
+    """Radius in mm of the sphere whose volume equals ``n_voxels`` voxels of ``spacing_mm``."""
+    volume_mm3 = np.asarray(n_voxels, dtype=np.float64) * float(np.prod(spacing_mm))
+    return np.cbrt(3.0 * volume_mm3 / (4.0 * math.pi))
+
+
+def label_components(mask: np.ndarray, connectivity: int = 3) -> tuple[np.ndarray, int]:
+    """Connected components of a boolean mask.
+
+    Args:
+        mask: boolean array (H, W, D).
+        connectivity: 1 (faces, 6-neighbourhood), 2 (+edges, 18) or 3 (+corners, 26).
+
+    Returns:
+        ``(labels, n)``: an int32 array with components numbered 1..n (0 outside), and n.
+    """
+    structure = ndimage.generate_binary_structure(mask.ndim, connectivity)
+    labels, n = ndimage.label(mask, structure=structure, output=np.int32)
+    return labels, int(n)
+
+
+def detect_lesions(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing_mm: Sequence[float],
+    connectivity: int = 3,
+    radius_bin_edges_mm: Sequence[float] = RADIUS_BIN_EDGES_MM,
+) -> dict[str, int]:
+    """Count reference lesions, detected lesions and false-positive lesions of one case.
+
+    Args:
+        pred: predicted tumor mask (H, W, D).
+        ref: reference tumor mask of the same shape.
+        spacing_mm: voxel size in mm along the three array axes.
+        connectivity: neighbourhood defining a lesion (see :func:`label_components`).
+        radius_bin_edges_mm: increasing bin edges in mm of the equivalent-sphere radius.
+
+    Returns:
+        A dict of counts: ``lesions`` (reference lesions), ``detected``,
+        ``predicted_lesions``, ``false_positives``, and per radius bin ``lesions_<bin>``
+        and ``detected_<bin>`` (bin names from :func:`radius_bin_names`).
+    """
+    pred, ref = mask_pair(pred, ref)
+    spacing = check_spacing(spacing_mm, pred.ndim)
+    names = radius_bin_names(radius_bin_edges_mm)
+    counts = {"lesions": 0, "detected": 0, "predicted_lesions": 0, "false_positives": 0}
+    for name in names:
+        counts[f"lesions_{name}"] = 0
+        counts[f"detected_{name}"] = 0
+
+    box = union_bounding_box(pred, ref, margin=1)
+    if box is None:
+        return counts
+    pred, ref = pred[box], ref[box]
+    ref_labels, n_ref = label_components(ref, connectivity)
+    pred_labels, n_pred = label_components(pred, connectivity)
+
+    detected = np.zeros(n_ref + 1, dtype=bool)
+    detected[np.unique(ref_labels[pred])] = True
+    detected = detected[1:]
+    touching = np.unique(pred_labels[ref])
+    n_pred_touching = int(np.count_nonzero(touching))  # component ids > 0 overlapping a lesion
+
+    sizes = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)[1:]
+    radii = equivalent_sphere_radius_mm(sizes, spacing)
+    edges = np.asarray(radius_bin_edges_mm, dtype=np.float64)
+    # Bin i holds edges[i] <= r < edges[i + 1].
+    bin_index = np.searchsorted(edges[1:-1], radii, side="right")
+
+    counts["lesions"] = n_ref
+    counts["detected"] = int(np.count_nonzero(detected))
+    counts["predicted_lesions"] = n_pred
+    counts["false_positives"] = n_pred - n_pred_touching
+    for i, name in enumerate(names):
+        in_bin = bin_index == i
+        counts[f"lesions_{name}"] = int(np.count_nonzero(in_bin))
+        counts[f"detected_{name}"] = int(np.count_nonzero(detected & in_bin))
+    return counts

@@ -1,0 +1,105 @@
+"""Atomic file output: every file the project writes goes through here.
+
+A file is written to a temporary sibling in the same directory and then renamed over
+its destination (``os.replace`` is atomic on POSIX), so a crash or a kill in the middle
+of a write never leaves a truncated file and never destroys the previous good copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
+
+    Args:
+        path: final destination. Its parent directory is created if needed.
+        suffix: suffix of the temporary file (some writers, e.g. nibabel, pick the
+            format from the extension). Defaults to the destination's full suffix.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(path.suffixes)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        # mkstemp creates the file 0600; give the result the permissions a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically and return the path."""
+    return write_text_atomic(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def save_nifti_atomic(array: np.ndarray, affine: np.ndarray, path: str | os.PathLike, dtype=None, header=None) -> Path:
+    """Save a (H, W, D) array as NIfTI atomically.
+
+    Args:
+        array: voxel data, (H, W, D) in the order of ``affine``'s columns.
+        affine: 4x4 voxel-to-world (RAS+ mm) matrix; its column norms are the voxel spacing.
+        path: destination, ``.nii`` or ``.nii.gz``.
+        dtype: on-disk data type (e.g. ``np.int16`` for HU images, ``np.uint8`` for labels).
+        header: optional nibabel header to start from (keeps e.g. descriptions of a source file).
+    """
+    import nibabel as nib
+
+    data = np.asarray(array)
+    if dtype is not None:
+        data = data.astype(dtype, copy=False)
+    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64), header=header)
+    img.set_data_dtype(data.dtype)
+    # qform and sform both carry the affine, so every viewer places the volume identically.
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def save_torch_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` atomically: the previous file survives a crash mid-write."""
+    import torch
+
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(obj, tmp)
+    return Path(path)

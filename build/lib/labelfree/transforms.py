@@ -1,0 +1,202 @@
+"""THE transform pipelines: training, in-training validation and validation.py share them.
+
+One factory builds every pipeline from the same pieces, so the preprocessing of the
+training data, of the in-training validation and of ``validation.py`` cannot drift apart.
+All pipelines work on dictionaries of channel-first arrays ``(C, H, W, D)``.
+
+Training (``mode="train"``), in order::
+
+    LoadImaged -> EnsureChannelFirstd -> Orientationd("RAS") -> Spacingd(space; bilinear/nearest)
+    -> label as uint8
+    ---------------------------------- cache boundary -----------------------------------------
+    [TumorGenerated (only with syn=True; works in HU)]
+    -> ScaleIntensityRanged(a_min..a_max HU -> 0..1, clip)
+    -> SpatialPadd(roi; image "minimum", label "constant")
+    -> RandCropByPosNegLabeld(roi, pos=1, neg=1, num_samples=1, image_threshold=0)
+    -> RandFlipd (p 0.2) on each of the 3 axes -> RandRotate90d(p 0.2, max_k 3)
+    -> RandScaleIntensityd(0.1, p 0.15) -> RandShiftIntensityd(0.1, p 0.15)
+
+The cache boundary is the first random transform: :func:`split_at_cache_boundary` returns
+the deterministic prefix (what a ``CacheDataset`` stores once per case) and the per-draw
+suffix. With ``syn=True`` the prefix ends at ``Spacingd`` and the synthetic tumors are drawn
+afresh, in HU, on every draw; without it the deterministic ``ScaleIntensityRanged`` and
+``SpatialPadd`` are cached as well. MONAI's ``CacheDataset`` splits a flat ``Compose`` at
+exactly this place, so the full pipeline can be handed to it as it is.
+
+Validation (``mode="val"``): the same prefix plus ``ScaleIntensityRanged`` for image and
+label; no synthesis, padding or augmentation. Inference (``mode="infer"``): the same for the
+image alone. No trailing ``ToTensord``: outputs stay MetaTensors that keep their
+``applied_operations``, so ``monai.transforms.Invertd`` can map a prediction back onto the
+original image grid.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+from monai.transforms import (
+    CastToTyped,
+    Compose,
+    EnsureChannelFirstd,
+    LoadImaged,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandRotate90d,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
+    ScaleIntensityRanged,
+    SpatialPadd,
+    Spacingd,
+)
+from monai.transforms.transform import RandomizableTrait, Transform
+
+MODES = ("train", "val", "infer")
+IMAGE_KEY = "image"
+LABEL_KEY = "label"
+
+#: Augmentation probabilities of the original recipe.
+FLIP_PROB = 0.2
+ROTATE90_PROB = 0.2
+INTENSITY_PROB = 0.15
+INTENSITY_FACTOR = 0.1
+INTENSITY_OFFSET = 0.1
+
+
+_RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+class TrainStages(NamedTuple):
+    """The training pipeline cut at its cache boundary."""
+
+    cached: Compose
+    """Deterministic prefix: computed once per case and cached."""
+    per_draw: Compose
+    """Random suffix, starting with the first random transform: run on every draw."""
+
+
+def get_transforms(
+    mode: str,
+    *,
+    a_min: float,
+    a_max: float,
+    space: Sequence[float] = (1.0, 1.0, 1.0),
+    roi_size: Sequence[int] = (96, 96, 96),
+    syn: bool = False,
+    organ: str = "liver",
+    syn_prob: float = 0.9,
+    syn_rim_mm: float | None = None,
+    time_synthesis: bool = False,
+) -> Compose:
+    """Build the pipeline of ``mode`` (see the module docstring for the order).
+
+    Args:
+        mode: ``"train"``, ``"val"`` (image + label, no synthesis or augmentation) or
+            ``"infer"`` (image only).
+        a_min: HU mapped to 0 by ``ScaleIntensityRanged`` (lower end of the organ window).
+        a_max: HU mapped to 1 (upper end of the window); values outside are clipped.
+        space: target voxel spacing in mm (x, y, z) after orienting to RAS.
+        roi_size: training patch size in voxels (H, W, D); used by ``train`` only.
+        syn: paint synthetic tumors (``tumor_synthesis.TumorGenerated``) into the healthy
+            organ; ``train`` only.
+        organ: organ whose tumors are synthesised (an organ profile name: liver, lung,
+            pancreas, kidney, or multi for FreeTumor's multi-organ labels 0..6).
+        syn_prob: probability that a case gets synthetic tumors on a draw.
+        syn_rim_mm: organ tissue (mm) kept between a synthetic tumor and the organ surface;
+            None: the profile's (0, the original).
+        time_synthesis: record each sample's synthesis seconds under
+            ``labelfree.step_timer.SYNTHESIS_SECONDS_KEY`` (the training loop reports them).
+
+    Returns:
+        A flat ``monai.transforms.Compose``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown transform mode {mode!r}; choose one of {list(MODES)}")
+    if not a_max > a_min:
+        raise ValueError(f"the intensity window needs a_max > a_min, got a_min={a_min}, a_max={a_max}")
+    if mode == "infer":
+        keys = (IMAGE_KEY,)
+        return Compose(_load_and_resample(keys, space) + [_scale_intensity(a_min, a_max)])
+    keys = (IMAGE_KEY, LABEL_KEY)
+    if mode == "val":
+        return Compose(_load_and_resample(keys, space) + [_scale_intensity(a_min, a_max)])
+
+    roi_size = tuple(int(r) for r in roi_size)
+    synthesis = [_tumor_synthesis(organ, syn_prob, syn_rim_mm)] if syn else []
+    if synthesis and time_synthesis:
+        from labelfree.step_timer import TimedTransform
+
+        synthesis = [TimedTransform(synthesis[0])]
+    return Compose(
+        _load_and_resample(keys, space)
+        + synthesis
+        + [
+            _scale_intensity(a_min, a_max),
+            SpatialPadd(keys=keys, spatial_size=roi_size, mode=("minimum", "constant")),
+            RandCropByPosNegLabeld(
+                keys=keys,
+                label_key=LABEL_KEY,
+                spatial_size=roi_size,
+                pos=1,
+                neg=1,
+                num_samples=1,
+                image_key=IMAGE_KEY,
+                image_threshold=0,
+            ),
+            RandFlipd(keys=keys, prob=FLIP_PROB, spatial_axis=0),
+            RandFlipd(keys=keys, prob=FLIP_PROB, spatial_axis=1),
+            RandFlipd(keys=keys, prob=FLIP_PROB, spatial_axis=2),
+            RandRotate90d(keys=keys, prob=ROTATE90_PROB, max_k=3),
+            RandScaleIntensityd(keys=IMAGE_KEY, factors=INTENSITY_FACTOR, prob=INTENSITY_PROB),
+            RandShiftIntensityd(keys=IMAGE_KEY, offsets=INTENSITY_OFFSET, prob=INTENSITY_PROB),
+        ]
+    )
+
+
+def split_at_cache_boundary(pipeline: Compose) -> TrainStages:
+    """Split a flat pipeline before its first random (or non-``Transform``) step.
+
+    This is the rule ``monai.data.CacheDataset`` applies, so ``cached`` is exactly what
+    such a dataset stores.
+    """
+    transforms = list(pipeline.transforms)
+    boundary = next(
+        (i for i, t in enumerate(transforms) if isinstance(t, RandomizableTrait) or not isinstance(t, Transform)),
+        len(transforms),
+    )
+    return TrainStages(cached=Compose(transforms[:boundary]), per_draw=Compose(transforms[boundary:]))
+
+
+def _load_and_resample(keys: tuple[str, ...], space: Sequence[float]) -> list:
+    """Deterministic prefix: read, channel first, RAS, resample to ``space`` mm."""
+    space = tuple(float(s) for s in space)
+    if len(space) != 3 or min(space) <= 0:
+        raise ValueError(f"space must be 3 positive spacings in mm, got {space}")
+    modes = ("bilinear", "nearest")[: len(keys)]
+    steps = [
+        LoadImaged(keys=keys),
+        EnsureChannelFirstd(keys=keys),
+        # Explicit RAS axis labels: NIfTI affines are RAS+ whatever MONAI's default becomes.
+        Orientationd(keys=keys, axcodes="RAS", labels=_RAS_LABELS),
+        Spacingd(keys=keys, pixdim=space, mode=modes),
+    ]
+    if LABEL_KEY in keys:
+        # Labels are small integers: uint8 instead of float32 cuts the cache by 3 bytes a voxel.
+        steps.append(CastToTyped(keys=LABEL_KEY, dtype=np.uint8))
+    return steps
+
+
+def _scale_intensity(a_min: float, a_max: float) -> ScaleIntensityRanged:
+    return ScaleIntensityRanged(keys=IMAGE_KEY, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)
+
+
+def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None):
+    # Imported here: the non-synthetic pipelines (validation, inference) need nothing from the
+    # synthesis package.
+    from tumor_synthesis import TumorGenerated
+
+    # In place: the sample reaching this step is already a private copy (CacheDataset with
+    # copy_cache=True, or a fresh load for uncached cases), so a second copy of two full volumes
+    # would only cost time (about 35 ms a sample at 1 mm, more than painting tiny tumors).
+    return TumorGenerated(keys=(IMAGE_KEY, LABEL_KEY), prob=prob, organ=organ, inplace=True, surface_rim_mm=rim_mm)

@@ -1,0 +1,342 @@
+"""The synthesis engine: paints the tumors of one sample into a healthy (H, W, D) volume.
+
+Order of work, all driven by one ``numpy.random.Generator``:
+
+1. the organ's working box (:func:`placement.scan_label`), or nothing when the label
+   already holds a tumor;
+2. the tumors of the drawn type (:func:`sizes.sample_tumor_specs`), one texture and one
+   set of intensity parameters for the whole sample;
+3. for each tumor a deformed shape (:func:`shape.tumor_shape`) and a centre
+   (:class:`placement.CenterSampler`);
+4. tumors whose blurred footprints touch are grouped into clusters; per cluster the union
+   of the masks is clipped to the organ, blurred, textured and subtracted from the image
+   (:mod:`intensity`, :mod:`texture`), and its voxels become tumor in the label.
+
+Nothing outside the clusters is touched, so the cost follows the tumors, not the organ.
+
+Organ profiles add three options (:mod:`organs`): the "target" intensity model (lung
+nodules, brighter than the organ), centred size classes (large pancreas tumors sit on
+the organ voxel nearest the organ's centre of mass) and exophytic tumors (kidney): a
+tumor left unclipped grows out of the organ into label-background voxels of at least
+``exophytic_min_hu`` (soft tissue, never air); the working box then grows by the tumor's
+reach, components of the tumor that do not touch the organ are dropped, and outside the
+organ the tumor's baseline is drawn from a normal law with the organ's median HU and its
+voxel noise (so it is as grainy as the organ, not smooth and not fat). The order of random draws for a
+profile without these options is unchanged, so the liver's samples are the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from tumor_synthesis.intensity import (
+    IntensityParams,
+    apply_change,
+    blur_radius_vox,
+    blur_sigma_vox,
+    merge_boxes,
+    sample_intensity,
+    sample_target_intensity,
+    soft_mask,
+    target_change,
+)
+from tumor_synthesis.organs import OrganProfile
+from tumor_synthesis.placement import CenterSampler, scan_label
+from tumor_synthesis.shape import tumor_shape
+from tumor_synthesis.sizes import TumorSpec, sample_tumor_specs
+from tumor_synthesis.texture import TextureParams, sample_texture_params, texture_field
+
+
+@dataclass(frozen=True)
+class PlacedTumor:
+    """One tumor as drawn.
+
+    Attributes:
+        spec: size class, semi-axes (mm) and deformation strength (mm).
+        center: voxel (x, y, z) of the volume on which the tumor is centred.
+        voxels: tumor voxels inside the working box before clipping to the organ
+            (0 when the deformation emptied the shape).
+        exophytic: the tumor was left unclipped (may grow out of the organ).
+    """
+
+    spec: TumorSpec
+    center: tuple[int, int, int]
+    voxels: int
+    exophytic: bool = False
+
+
+@dataclass(frozen=True)
+class SynthesisPlan:
+    """Everything drawn for one sample (for tests, previews and logs)."""
+
+    tumor_type: str
+    tumors: tuple[PlacedTumor, ...]
+    texture: TextureParams
+    intensity: IntensityParams
+    spacing: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class SynthesisResult:
+    """Output of :func:`synthesize_tumors`.
+
+    Attributes:
+        image: (H, W, D) image with the tumors, same dtype as the input.
+        label: (H, W, D) label, tumor voxels set to the profile's tumor label.
+        plan: what was drawn.
+    """
+
+    image: np.ndarray
+    label: np.ndarray
+    plan: SynthesisPlan
+
+
+def synthesize_tumors(
+    image: np.ndarray,
+    label: np.ndarray,
+    rng: np.random.Generator,
+    tumor_type: str,
+    profile: OrganProfile,
+    spacing=(1.0, 1.0, 1.0),
+    inplace: bool = False,
+    shared_label: bool = False,
+) -> SynthesisResult | None:
+    """Paint synthetic tumors of ``tumor_type`` into the organ of a healthy volume.
+
+    Args:
+        image: (H, W, D) CT in HU (any numeric dtype; integer images are rounded).
+        label: (H, W, D) label with the organ as ``profile.organ_label``.
+        rng: the only source of randomness.
+        tumor_type: one of ``profile.tumor_types``.
+        profile: organ profile.
+        spacing: voxel size (sx, sy, sz) in mm; sizes, blur and texture are physical.
+        inplace: modify ``image`` and ``label`` instead of copies.
+        shared_label: the label holds other organs too (multi-organ convention): the
+            sample is skipped only when this organ's tumor label is present, instead of
+            whenever a value exceeds the organ label.
+
+    Returns:
+        The result, or None (inputs untouched) when the label already holds a tumor (a
+        value above ``profile.organ_label``, as the original checks; with
+        ``shared_label`` the organ's own tumor label) or when the organ is absent or too
+        thin.
+    """
+    if image.shape != label.shape or image.ndim != 3:
+        raise ValueError(
+            f"image and label must be (H, W, D) arrays of one shape, got {image.shape} and {label.shape}"
+        )
+    spacing = tuple(float(s) for s in spacing)
+    if shared_label:
+        if (label == profile.tumor_label).any():
+            return None
+        _, crop = scan_label((label == profile.organ_label).view(np.uint8), 1)
+    else:
+        _, crop = scan_label(label, profile.organ_label)
+    if crop is None:
+        return None
+    if not inplace:
+        image, label = image.copy(), label.copy()
+
+    specs = sample_tumor_specs(rng, tumor_type)
+    texture = sample_texture_params(rng, profile.texture)
+    if profile.intensity_model == "target":
+        intensity = sample_target_intensity(rng, profile.lesion_kinds, profile.edge_blur_mm)
+    else:
+        intensity = sample_intensity(rng, profile.difference_hu, profile.edge_blur_mm, profile.intensity_sign)
+    unclipped = [
+        spec.size in profile.exophytic_sizes and bool(rng.random() < profile.exophytic_probability) for spec in specs
+    ]
+    erosion = tuple(int(round(profile.erosion_radius_mm / s)) for s in spacing[:2])
+    sampler = CenterSampler(crop, profile.placement_band, erosion, profile.erosion_border_is_organ)
+
+    sigma_vox = blur_sigma_vox(intensity.blur_sigma_mm, spacing)
+    blur_radius = np.array(blur_radius_vox(sigma_vox))
+    work = _working_box(crop, label, image, profile, specs, unclipped, spacing, blur_radius)
+    pieces, placed = _place_tumors(specs, unclipped, crop, work, sampler, spacing, rng, profile.centered_sizes)
+    boxes = _blur_boxes(pieces, blur_radius, work.organ.shape)
+    rim = _ball(profile.surface_rim_mm, spacing) if profile.surface_rim_mm > 0 else None
+    image_work, label_work = image[work.slices], label[work.slices]
+    organ_hu = _organ_statistics(image_work, work.organ) if any(p.unclipped for p in pieces) else None
+    # Tumors whose blurred footprints overlap are painted together: the blur acts on the
+    # union of their masks, and nothing outside these boxes changes.
+    for lo, hi, members in merge_boxes(boxes):
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        organ = work.organ[box]
+        union = np.zeros(tuple(hi - lo), dtype=bool)
+        exophytic = False
+        for piece in (pieces[k] for k in members):
+            at = tuple(slice(a, a + n) for a, n in zip(piece.start - lo, piece.mask.shape))
+            if piece.unclipped:
+                exophytic = True
+                union[at] |= piece.mask & (organ[at] | work.outside[box][at])
+            elif rim is None:
+                union[at] |= piece.mask & organ[at]
+            else:
+                start = work.start + piece.start
+                inner = _eroded_organ(label, profile, start, start + piece.mask.shape, rim)
+                union[at] |= piece.mask & organ[at] & inner
+        if exophytic:
+            union = _touching_organ(union, organ)
+        if not union.any():
+            continue
+        image_box = image_work[box]
+        change = soft_mask(union, sigma_vox)
+        tex = texture_field(change.shape, spacing, texture, rng)
+        if profile.intensity_model == "target":
+            change = target_change(change, tex, image_box, intensity.target_hu, profile.target_jitter_hu)
+            paint = organ
+        elif exophytic:
+            outside = union & ~organ
+            # Outside the organ the tumor starts from the organ's intensity (median, and
+            # the organ's voxel noise), not from the fat it replaces.
+            baseline = np.zeros(union.shape, dtype=np.float32)
+            n_outside = int(np.count_nonzero(outside))
+            organ_like = rng.normal(organ_hu[0], organ_hu[1], n_outside).astype(np.float32)
+            baseline[outside] = organ_like - image_box[outside].astype(np.float32)
+            change = change * (tex * np.float32(intensity.sign * intensity.difference_hu) + baseline)
+            paint = organ | outside
+        else:
+            change *= tex
+            change *= np.float32(intensity.sign * intensity.difference_hu)
+            paint = organ
+        apply_change(image_box, paint, change)
+        label_work[box][union] = profile.tumor_label
+
+    plan = SynthesisPlan(tumor_type, tuple(placed), texture, intensity, spacing)
+    return SynthesisResult(image, label, plan)
+
+
+@dataclass(frozen=True)
+class _WorkBox:
+    """Where a sample is painted: the organ crop, grown for exophytic tumors.
+
+    Attributes:
+        start: index of the box's first voxel in the volume (x, y, z).
+        organ: (h, w, d) bool, organ voxels.
+        outside: (h, w, d) bool, voxels outside the organ an exophytic tumor may take
+            (None when no tumor is exophytic: then the box is the organ crop).
+    """
+
+    start: np.ndarray
+    organ: np.ndarray
+    outside: np.ndarray | None
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(int(s), int(s) + n) for s, n in zip(self.start, self.organ.shape))
+
+
+def _working_box(crop, label, image, profile, specs, unclipped, spacing, blur_radius) -> _WorkBox:
+    """The organ crop, or, with exophytic tumors, the crop grown by their reach (2 semi-axes + blur)."""
+    if not any(unclipped):
+        return _WorkBox(np.array(crop.start), crop.mask, None)
+    reach_mm = max(2 * max(spec.radii_mm) for spec, free in zip(specs, unclipped) if free)
+    margin = np.array([int(np.ceil(reach_mm / s)) for s in spacing]) + blur_radius
+    lo = np.maximum(np.array(crop.start) - margin, 0)
+    hi = np.minimum(np.array(crop.start) + np.array(crop.mask.shape) + margin, np.array(label.shape))
+    slices = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    label_box = label[slices]
+    organ = label_box == profile.organ_label
+    outside = (label_box == 0) & (image[slices] >= profile.exophytic_min_hu)
+    return _WorkBox(lo, organ, outside)
+
+
+def _organ_statistics(image: np.ndarray, organ: np.ndarray) -> tuple[float, float]:
+    """Median HU of the organ and its voxel noise (HU).
+
+    The noise is the robust spread (1.4826 MAD) of the differences between neighbouring
+    organ voxels along x, divided by sqrt 2: the organ's own structure (cortex, medulla)
+    barely moves it, unlike the spread of the values themselves.
+    """
+    median = float(np.median(image[organ]))
+    pairs = organ[1:] & organ[:-1]
+    if not pairs.any():
+        return median, 0.0
+    steps = image[1:][pairs].astype(np.float32) - image[:-1][pairs]
+    return median, float(1.4826 * np.median(np.abs(steps - np.median(steps))) / np.sqrt(2.0))
+
+
+def _touching_organ(union: np.ndarray, organ: np.ndarray) -> np.ndarray:
+    """The 26-connected components of ``union`` that hold organ voxels."""
+    components, _ = ndimage.label(union, structure=np.ones((3, 3, 3), dtype=bool))
+    keep = np.unique(components[union & organ])
+    return np.isin(components, keep[keep > 0])
+
+
+def _ball(radius_mm: float, spacing) -> np.ndarray:
+    """Ellipsoidal structuring element of ``radius_mm`` in every direction (at least the centre voxel)."""
+    half = [int(radius_mm // s) for s in spacing]
+    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+    return sum((g * s / radius_mm) ** 2 for g, s in zip(grids, spacing)) <= 1.0
+
+
+def _eroded_organ(label: np.ndarray, profile, lo: np.ndarray, hi: np.ndarray, ball: np.ndarray) -> np.ndarray:
+    """The organ (tumor voxels painted so far included) eroded by ``ball``, over the volume box [lo, hi).
+
+    The erosion reads the label up to the ball's half-width around the box, so the organ's
+    surface just outside the box (the organ crop is its bounding box shrunk by one voxel)
+    still erodes it; the scan's own faces are not organ surface: an organ cut by the field
+    of view continues beyond it.
+    """
+    half = np.array(ball.shape) // 2
+    outer_lo = np.maximum(lo - half, 0)
+    outer_hi = np.minimum(hi + half, np.array(label.shape))
+    outer = label[tuple(slice(int(a), int(b)) for a, b in zip(outer_lo, outer_hi))]
+    organ = (outer == profile.organ_label) | (outer == profile.tumor_label)
+    inner = tuple(slice(int(a), int(b)) for a, b in zip(lo - outer_lo, hi - outer_lo))
+    if organ.all():  # deep inside the organ: nothing to erode (most small tumors)
+        return organ[inner]
+    return ndimage.binary_erosion(organ, structure=ball, border_value=1)[inner]
+
+
+def _organ_center(crop, spacing) -> np.ndarray:
+    """The organ voxel (crop coordinates) nearest, in mm, to the organ's centre of mass."""
+    voxels = np.argwhere(crop.mask)
+    offsets = (voxels - voxels.mean(axis=0)) * np.asarray(spacing)
+    return voxels[int(np.argmin(np.einsum("ij,ij->i", offsets, offsets)))]
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """The part of one tumor's mask inside the working box, at ``start`` (box voxels)."""
+
+    start: np.ndarray
+    mask: np.ndarray
+    unclipped: bool = False
+
+
+def _place_tumors(specs, unclipped, crop, work, sampler: CenterSampler, spacing, rng, centered_sizes):
+    """Draw each tumor's shape and centre; keep the part of its mask inside the working box."""
+    box_shape = np.array(work.organ.shape)
+    to_box = np.array(crop.start) - work.start
+    pieces, placed = [], []
+    center_of_mass = None
+    for spec, free in zip(specs, unclipped):
+        shape = tumor_shape(spec, spacing, rng)
+        if spec.size in centered_sizes:
+            if center_of_mass is None:
+                center_of_mass = _organ_center(crop, spacing)
+            center = center_of_mass
+        else:
+            center = np.array(sampler.sample(rng))
+        lo = center + to_box - np.array(shape.anchor)
+        clo, chi = np.maximum(lo, 0), np.minimum(lo + np.array(shape.mask.shape), box_shape)
+        voxels = 0
+        if shape.mask.size and np.all(clo < chi):
+            piece = shape.mask[tuple(slice(a - o, b - o) for a, b, o in zip(clo, chi, lo))]
+            voxels = int(np.count_nonzero(piece))
+            if voxels:
+                pieces.append(_Piece(clo, piece, free))
+        placed.append(PlacedTumor(spec, tuple(int(c) for c in center + np.array(crop.start)), voxels, free))
+    return pieces, placed
+
+
+def _blur_boxes(pieces: list[_Piece], margin: np.ndarray, crop_shape) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each piece's box grown by the blur radius (where its blurred mask is non-zero)."""
+    limit = np.array(crop_shape)
+    return [
+        (np.maximum(p.start - margin, 0), np.minimum(p.start + np.array(p.mask.shape) + margin, limit)) for p in pieces
+    ]
