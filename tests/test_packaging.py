@@ -28,10 +28,18 @@ def test_pyproject_dependencies_are_requirements_txt():
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """``pip install .`` (not editable; dependencies are this environment's) into a fresh target folder."""
+    import shutil
+
+    # Built from a copy of what the distribution is made of (setuptools builds in the source tree).
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for package in ("labelfree", "tumor_synthesis"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path_factory.mktemp("site")
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-cache-dir",
-         "--target", str(target), str(REPO)],
+         "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=300,
     )
     if result.returncode != 0 and "setuptools" in result.stderr and "No module named" in result.stderr:

@@ -1,1 +1,0 @@
-"""Shared helpers: atomic file output, datalists, transform pipelines, distributed set-up."""
