@@ -26,6 +26,8 @@ from monai.losses import DiceCELoss
 from labelfree.networks import check_model_args, load_swinvit_weights
 from labelfree.optimizers import OPTIMIZER_NAMES, SCHEDULE_NAMES, build_optimizer, build_scheduler
 from labelfree.checkpoint import CHECKPOINT_BEST, CHECKPOINT_FINAL
+from labelfree.quality_control import DEFAULT_THRESHOLD as DEFAULT_QC_THRESHOLD
+from labelfree.quality_control import SyntheticTumorQC, load_qc_segmentor
 from labelfree.settings import RunSettings, SettingsError
 from labelfree.trainer import Trainer, TrainerConfig
 from labelfree import args as cli
@@ -61,6 +63,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="with --syn: keep this much organ tissue (mm) between a synthetic tumor and the organ's "
                             "surface (default 0, the original: tumors are clipped at the surface, and one at the edge "
                             "merges with the muscle or fluid next to the organ; 3 is what the phantom experiment uses)")
+    group.add_argument("--syn_qc", default=None, type=str, metavar="CKPT",
+                       help="with --syn: quality control as FreeTumor: a frozen segmentor (a main.py checkpoint "
+                            "trained on real tumors, same organ, window and spacing) checks every synthetic crop in "
+                            "the training step; a crop keeps its synthetic tumors only when the segmentor labels more "
+                            "than --syn_qc_threshold of their voxels as tumor, else it reverts to its healthy original")
+    group.add_argument("--syn_qc_threshold", default=None, type=float,
+                       help="with --syn_qc: minimum recognised fraction of the synthetic tumor voxels (default 0.7)")
     group.add_argument("--cache_num", default=500, type=int,
                        help="cache the preprocessed (loaded, oriented, resampled) training cases, at most this many; "
                             "the rest are preprocessed on every draw (the original's cache never rotated, so cases "
@@ -169,6 +178,11 @@ def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx:
     model = build_network(args, settings, ctx)
     optimizer = build_optimizer(model.parameters(), args.optim_name, args.optim_lr, args.reg_weight)
     scheduler = build_scheduler(optimizer, args.lrschedule, args.warmup_epochs, args.max_epochs)
+    qc = None
+    if args.syn_qc is not None:
+        qc = SyntheticTumorQC(load_qc_segmentor(args.syn_qc, settings, ctx.device),
+                              [t for _, _, _, t in settings.label_pairs], args.syn_qc_threshold, amp=amp)
+        print0(ctx, f"quality control of synthetic crops by {args.syn_qc} (threshold {args.syn_qc_threshold})")
     trainer = Trainer(
         model=model,
         optimizer=optimizer,
@@ -180,6 +194,7 @@ def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx:
             roi_size=settings.roi, sw_batch_size=args.sw_batch_size, overlap=args.val_overlap, mode="gaussian"
         ),
         ctx=ctx,
+        synthetic_qc=qc,
         config=TrainerConfig(
             max_epochs=args.max_epochs,
             val_every=args.val_every,
@@ -204,7 +219,8 @@ def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx:
 
 #: Flags whose change makes a resumed run differ from the interrupted one.
 RESUME_SENSITIVE_FLAGS = ("max_epochs", "warmup_epochs", "lrschedule", "optim_name", "optim_lr", "reg_weight",
-                          "batch_size", "model_name", "swin_type", "syn", "syn_rim_mm", "organ", "json_dir", "seed")
+                          "batch_size", "model_name", "swin_type", "syn", "syn_rim_mm", "syn_qc", "syn_qc_threshold",
+                          "organ", "json_dir", "seed")
 
 
 def warn_changed_flags(saved: dict, args: argparse.Namespace, ctx: DistContext) -> None:
@@ -242,6 +258,14 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> RunSettings
             raise ValueError("--syn_rim_mm shapes synthetic tumors: it needs --syn")
         if not args.syn_rim_mm >= 0:
             raise ValueError(f"--syn_rim_mm must be a thickness >= 0 mm, got {args.syn_rim_mm}")
+    if args.syn_qc is not None or args.syn_qc_threshold is not None:
+        if not args.syn:
+            raise ValueError("--syn_qc / --syn_qc_threshold check synthetic tumors: they need --syn")
+        if args.syn_qc is None:
+            raise ValueError("--syn_qc_threshold needs --syn_qc (the segmentor checkpoint)")
+        args.syn_qc_threshold = DEFAULT_QC_THRESHOLD if args.syn_qc_threshold is None else args.syn_qc_threshold
+        if not 0.0 <= args.syn_qc_threshold < 1.0:
+            raise ValueError(f"--syn_qc_threshold must be in [0, 1), got {args.syn_qc_threshold}")
     if args.use_pretrained and args.model_name != "swin_unetrv2":
         raise ValueError("--use_pretrained loads Swin-ViT encoder weights: it needs --model_name swin_unetrv2")
     # Weight files are checked now, not after minutes of caching.
@@ -249,9 +273,12 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> RunSettings
         ("--checkpoint", args.checkpoint),
         ("--pretrained_dir", _resume_ckpt_path(args.pretrained_dir) if args.resume_ckpt else None),
         ("--pretrained_swinvit", args.pretrained_swinvit if args.use_pretrained else None),
+        ("--syn_qc", args.syn_qc),
     ):
         if path is not None and not Path(path).is_file():
             raise CheckpointError(f"{flag} file not found: {path}")
+    if args.syn_qc is not None:  # readable, and made for this run's preprocessing: checked before any caching
+        load_qc_segmentor(args.syn_qc, settings, torch.device("cpu"))
     if args.logdir is None:
         print0(None, "note: no --logdir, so no TensorBoard events and no checkpoints are written")
     elif not args.save_checkpoint:
@@ -301,7 +328,7 @@ def build_loaders(args: argparse.Namespace, settings: RunSettings, datalists: di
     preprocessing = settings.preprocessing()
     train_transform = get_transforms(
         "train", **preprocessing, roi_size=settings.roi, syn=args.syn, organ=settings.organ,
-        syn_rim_mm=args.syn_rim_mm, time_synthesis=True,
+        syn_rim_mm=args.syn_rim_mm, time_synthesis=True, keep_healthy=args.syn_qc is not None,
     )
     train_ds = build_train_dataset(
         with_case_index(datalists["training"]), train_transform, args.cache_num, args.cache_rate, args.workers,

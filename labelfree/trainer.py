@@ -35,6 +35,7 @@ from labelfree.data import CASE_INDEX_KEY, prepare_epoch
 from labelfree.evaluation.metrics import dice_from_counts
 from labelfree.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, print0
 from labelfree.io import write_text_atomic
+from labelfree.quality_control import HEALTHY_IMAGE_KEY, HEALTHY_LABEL_KEY, QCStats, SyntheticTumorQC
 from labelfree.step_timer import EpochTiming, StepTimer
 
 #: Fault injection for tests and drills: after this many completed epochs (and their
@@ -91,6 +92,8 @@ class Trainer:
         inferer: ``inferer(image, network) -> logits``, e.g. a sliding-window inferer.
         ctx: this process's place in the job.
         config: see :class:`TrainerConfig`.
+        synthetic_qc: quality control of synthetic crops (``--syn_qc``), or ``None``; batches
+            then carry the healthy originals (``labelfree.quality_control``).
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class Trainer:
         inferer: Callable[[torch.Tensor, nn.Module], torch.Tensor],
         ctx: DistContext,
         config: TrainerConfig,
+        synthetic_qc: SyntheticTumorQC | None = None,
     ) -> None:
         self.model = model
         self.model_without_ddp = model.module if hasattr(model, "module") else model
@@ -115,6 +119,7 @@ class Trainer:
         self.inferer = inferer
         self.ctx = ctx
         self.config = config
+        self.synthetic_qc = synthetic_qc
         self.device = ctx.device
         # One code path for fp32 and AMP: with enabled=False both are pass-throughs.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp)
@@ -134,8 +139,9 @@ class Trainer:
             prepare_epoch(self.train_loader, epoch, self.config.seed, self.ctx.rank)
             lr = self.optimizer.param_groups[0]["lr"]
             loss, timing = self.train_epoch(epoch)
-            scalars = {"train_loss": loss, "lr": lr, **timing.scalars()}
-            print0(self.ctx, f"epoch {epoch}: train_loss {loss:.4f}  lr {lr:.3g}  | {timing.summary()}")
+            scalars = {"train_loss": loss, "lr": lr, **timing.scalars(), **self._qc_scalars()}
+            qc = f" | qc kept {self.qc_stats.accepted}/{self.qc_stats.checked}" if self.synthetic_qc else ""
+            print0(self.ctx, f"epoch {epoch}: train_loss {loss:.4f}  lr {lr:.3g}  | {timing.summary()}{qc}")
 
             is_best = False
             if self.should_validate(epoch):
@@ -178,11 +184,16 @@ class Trainer:
             self.train_loader, total=total, desc=f"epoch {epoch}", disable=not self.ctx.is_main, dynamic_ncols=True
         )
         timer = StepTimer(self.device)
+        self.qc_stats = QCStats()
         for step, batch in enumerate(bar):
             if step >= max_steps:
                 break
             timer.batch_arrived(batch)
             image, label = _to_device(batch, self.device)
+            if self.synthetic_qc is not None:
+                healthy_image, healthy_label = _to_device(batch, self.device, HEALTHY_IMAGE_KEY, HEALTHY_LABEL_KEY)
+                image, label, stats = self.synthetic_qc(image, label, healthy_image, healthy_label)
+                self.qc_stats += stats
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, enabled=self.config.amp):
                 logits = self.model(image)
@@ -204,6 +215,15 @@ class Trainer:
             self.record_cases(epoch, cases)
         loss_sum, n_samples = all_reduce_sum([loss_sum, float(n_samples)], self.ctx)
         return loss_sum / max(n_samples, 1.0), timer.finish()
+
+    def _qc_scalars(self) -> dict[str, float]:
+        """This epoch's quality-control figures, summed over ranks (none without ``--syn_qc``)."""
+        if self.synthetic_qc is None:
+            return {}
+        checked, accepted = all_reduce_sum([float(self.qc_stats.checked), float(self.qc_stats.accepted)], self.ctx)
+        self.qc_stats = QCStats(int(checked), int(accepted))
+        rate = accepted / checked if checked else float("nan")
+        return {"qc/acceptance_rate": rate, "qc/checked_crops": checked}
 
     def record_cases(self, epoch: int, cases: list[int]) -> None:
         """Append which datalist entries each rank trained on to ``<logdir>/case_indices.jsonl``."""
@@ -352,9 +372,10 @@ def dice_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -
     return scores
 
 
-def _to_device(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_device(batch: dict, device: torch.device, image_key: str = "image",
+               label_key: str = "label") -> tuple[torch.Tensor, torch.Tensor]:
     """Plain tensors on ``device``: MetaTensor bookkeeping is not needed for the forward pass."""
-    image, label = batch["image"], batch["label"]
+    image, label = batch[image_key], batch[label_key]
     image = image.as_tensor() if hasattr(image, "as_tensor") else image
     label = label.as_tensor() if hasattr(label, "as_tensor") else label
     non_blocking = device.type == "cuda"

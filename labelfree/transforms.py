@@ -88,6 +88,7 @@ def get_transforms(
     syn_prob: float = 0.9,
     syn_rim_mm: float | None = None,
     time_synthesis: bool = False,
+    keep_healthy: bool = False,
 ) -> Compose:
     """Build the pipeline of ``mode`` (see the module docstring for the order).
 
@@ -107,6 +108,9 @@ def get_transforms(
             None: the profile's (0, the original).
         time_synthesis: record each sample's synthesis seconds under
             ``labelfree.step_timer.SYNTHESIS_SECONDS_KEY`` (the training loop reports them).
+        keep_healthy: with ``syn``, carry the sample as it was before synthesis under
+            ``image_healthy`` / ``label_healthy``, cropped and augmented exactly like it (for the
+            quality control of ``labelfree.quality_control``).
 
     Returns:
         A flat ``monai.transforms.Compose``.
@@ -128,14 +132,21 @@ def get_transforms(
         from labelfree.step_timer import TimedTransform
 
         synthesis = [TimedTransform(synthesis[0])]
+    images, all_keys = (IMAGE_KEY,), keys
+    if synthesis and keep_healthy:
+        from labelfree.quality_control import HEALTHY_IMAGE_KEY, HEALTHY_LABEL_KEY, HealthyCopy
+
+        synthesis = [HealthyCopy(synthesis[0], keys=keys)]
+        images, all_keys = (IMAGE_KEY, HEALTHY_IMAGE_KEY), keys + (HEALTHY_IMAGE_KEY, HEALTHY_LABEL_KEY)
+    pad_modes = tuple("minimum" if k in images else "constant" for k in all_keys)
     return Compose(
         _load_and_resample(keys, space)
         + synthesis
         + [
-            _scale_intensity(a_min, a_max),
-            SpatialPadd(keys=keys, spatial_size=roi_size, mode=("minimum", "constant")),
+            _scale_intensity(a_min, a_max, images),
+            SpatialPadd(keys=all_keys, spatial_size=roi_size, mode=pad_modes),
             RandCropByPosNegLabeld(
-                keys=keys,
+                keys=all_keys,
                 label_key=LABEL_KEY,
                 spatial_size=roi_size,
                 pos=1,
@@ -144,12 +155,12 @@ def get_transforms(
                 image_key=IMAGE_KEY,
                 image_threshold=0,
             ),
-            RandFlipd(keys=keys, prob=FLIP_PROB, spatial_axis=0),
-            RandFlipd(keys=keys, prob=FLIP_PROB, spatial_axis=1),
-            RandFlipd(keys=keys, prob=FLIP_PROB, spatial_axis=2),
-            RandRotate90d(keys=keys, prob=ROTATE90_PROB, max_k=3),
-            RandScaleIntensityd(keys=IMAGE_KEY, factors=INTENSITY_FACTOR, prob=INTENSITY_PROB),
-            RandShiftIntensityd(keys=IMAGE_KEY, offsets=INTENSITY_OFFSET, prob=INTENSITY_PROB),
+            RandFlipd(keys=all_keys, prob=FLIP_PROB, spatial_axis=0),
+            RandFlipd(keys=all_keys, prob=FLIP_PROB, spatial_axis=1),
+            RandFlipd(keys=all_keys, prob=FLIP_PROB, spatial_axis=2),
+            RandRotate90d(keys=all_keys, prob=ROTATE90_PROB, max_k=3),
+            RandScaleIntensityd(keys=images, factors=INTENSITY_FACTOR, prob=INTENSITY_PROB),
+            RandShiftIntensityd(keys=images, offsets=INTENSITY_OFFSET, prob=INTENSITY_PROB),
         ]
     )
 
@@ -187,8 +198,8 @@ def _load_and_resample(keys: tuple[str, ...], space: Sequence[float]) -> list:
     return steps
 
 
-def _scale_intensity(a_min: float, a_max: float) -> ScaleIntensityRanged:
-    return ScaleIntensityRanged(keys=IMAGE_KEY, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)
+def _scale_intensity(a_min: float, a_max: float, keys=IMAGE_KEY) -> ScaleIntensityRanged:
+    return ScaleIntensityRanged(keys=keys, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)
 
 
 def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None):
