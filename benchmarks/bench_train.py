@@ -8,7 +8,10 @@ Measures, on phantom abdomen CT (``phantom.make_phantom_dataset``):
 2. Model step: one optimizer step (forward, DiceCE loss, backward, AdamW) of the default
    UNet on a batch of ``--batch_size`` patches of ``--roi``^3. Baseline: one forward pass
    without gradients in the same run.
-3. With ``--device cuda``: whether the pipeline keeps the GPU fed, i.e. the time the
+3. Quality control (``--syn_qc``): the cost of the frozen segmentor's check of a batch of
+   synthetic crops (a UNet forward under no-grad plus the keep-or-revert rule), against the
+   optimizer step of the same run.
+4. With ``--device cuda``: whether the pipeline keeps the GPU fed, i.e. the time the
    training loop waits for the next batch versus the time it computes (AMP with ``--amp``).
 
 Every figure is the median of ``--repeats`` timed runs after a warm-up.
@@ -32,6 +35,7 @@ import torch
 from monai.losses import DiceCELoss
 
 from labelfree.networks import build_model
+from labelfree.quality_control import SyntheticTumorQC
 from labelfree.data import build_train_dataset
 from labelfree.datalist import load_datalist
 from labelfree.transforms import get_transforms
@@ -152,12 +156,24 @@ def bench_step(args) -> None:
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
+    # Quality control: every crop holds a synthetic tumor that the healthy original does not.
+    healthy_label = torch.ones(shape, device=device)
+    syn_label = healthy_label.clone()
+    c = args.roi // 2
+    syn_label[..., c - 8:c + 8, c - 8:c + 8, c - 8:c + 8] = 2
+    qc = SyntheticTumorQC(build_model("unet", roi_size=(args.roi,) * 3).to(device), [2], amp=amp)
+
+    def quality_control():
+        qc(image, syn_label, image, healthy_label)
+
     n = args.steps * args.repeats
-    step_s, forward_s = median_time(step, n), median_time(forward, n)
+    step_s, forward_s, qc_s = median_time(step, n), median_time(forward, n), median_time(quality_control, n)
     print(f"\n== UNet (original config) on {device}{' + AMP' if amp else ' fp32'}: batch {args.batch_size} x "
           f"{args.roi}^3, median of {n} ==")
     print(f"optimizer step {step_s:.3f} s   forward only (baseline) {forward_s:.3f} s   "
           f"step / forward {step_s / forward_s:.2f}   {args.batch_size / step_s:.2f} samples/s")
+    print(f"quality control (--syn_qc, every crop synthetic) {qc_s:.3f} s per batch = "
+          f"+{100 * qc_s / step_s:.0f}% of the optimizer step")
 
 
 def bench_gpu_feed(items, args) -> None:

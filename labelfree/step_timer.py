@@ -95,7 +95,7 @@ class EpochTiming:
         parts = [
             f"data {self.data_wait_s / steps:.3f} s/step ({100 * self.data_wait_fraction:.0f}%)",
             f"compute {self.compute_s / steps:.3f} s/step",
-            f"{self.samples_per_s:.1f} samples/s",
+            f"{self.samples_per_s:.3g} samples/s",
         ]
         if self.synthesized:
             parts.append(f"synthesis {1000 * self.synthesis_s / self.synthesized:.0f} ms/sample in the loader")
@@ -137,7 +137,7 @@ class StepTimer:
         elapsed = self.data_wait_s + self.compute_s
         if elapsed <= 0:
             return ""
-        return f"data {100 * self.data_wait_s / elapsed:.0f}% {self.samples / elapsed:.1f} samples/s"
+        return f"data {100 * self.data_wait_s / elapsed:.0f}% {self.samples / elapsed:.3g} samples/s"
 
     def finish(self) -> EpochTiming:
         if self.device.type == "cuda":
