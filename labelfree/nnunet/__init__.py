@@ -5,8 +5,8 @@
 * :mod:`labelfree.nnunet.normalization`: HU <-> nnU-Net's CT normalisation, from the plans.
 * :mod:`labelfree.nnunet.transform`: the painting step in nnU-Net's augmentation pipeline.
 * :mod:`labelfree.nnunet.trainer`: ``nnUNetTrainerSynTumor`` (needs the ``nnunet`` extra).
-* ``python -m labelfree.nnunet``: prints the one line that lets ``nnUNetv2_train`` find the
-  trainer (``export nnUNet_extTrainer=...``).
+* :mod:`labelfree.nnunet.install` and ``labelfree-nnunet install`` (:mod:`labelfree.nnunet.cli`):
+  the one step that lets ``nnUNetv2_train ... -tr nnUNetTrainerSynTumor`` find the trainer.
 
 Importing this package does not import nnU-Net.
 """

@@ -13,7 +13,7 @@ had it been in the scan. One consequence to know: a fingerprint taken on healthy
 the organ as its only foreground, so the window is the organ's intensity range and darker
 tumors are clipped at ``lower`` (their texture is lost below it) during training and, by
 the same plans, at inference. :func:`widen_ct_window` lowers ``lower`` in a plans file
-before preprocessing to keep them (see the README).
+before preprocessing to keep them (``labelfree-nnunet widen-window``; see the README).
 
 Axes: nnU-Net's readers return arrays with the voxel axes reversed (reader axis ``r`` is
 voxel axis ``2 - r``), and the planner transposes them by ``transpose_forward``. The

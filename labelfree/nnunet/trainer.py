@@ -14,13 +14,9 @@ configuration, and the inferior-superior axis from the preprocessed cases' geome
 probability of painting a patch is the class attribute ``synthesis_prob`` (0.9), changed,
 as nnU-Net's hyperparameters are, by subclassing.
 
-How nnU-Net finds it: ``nnUNetv2_train`` (and ``run_training(..., trainer_class_name=...)``
-and ``nnUNetv2_predict``) look a trainer up by class name in the
-``nnunetv2.training.nnUNetTrainer`` package, then in the folders listed in the
-``nnUNet_extTrainer`` environment variable. ``python -m labelfree.nnunet`` prints the line
-that adds this package's trainer folder::
+How nnU-Net finds it (see :mod:`labelfree.nnunet.install`): once per environment ::
 
-    export nnUNet_extTrainer=$(python -m labelfree.nnunet --trainer_dir)
+    labelfree-nnunet install
     nnUNetv2_train 501 3d_fullres all -tr nnUNetTrainerSynTumor -device cpu
 """
 
@@ -125,11 +121,11 @@ class nnUNetTrainerSynTumor(nnUNetTrainer):
 
 
 class nnUNetTrainerSynTumor_smoke(nnUNetTrainerSynTumor):
-    """A few iterations only (2 epochs x 5 iterations, 2 validation iterations): checks a setup, on CPU too."""
+    """A few iterations only (1 epoch of 3 iterations, 1 validation iteration): checks a setup, on CPU too."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 5
-        self.num_val_iterations_per_epoch = 2
+        self.num_epochs = 1
+        self.num_iterations_per_epoch = 3
+        self.num_val_iterations_per_epoch = 1
