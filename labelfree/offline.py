@@ -5,7 +5,8 @@ Example (phantom liver cases -> an nnU-Net v2 raw dataset and a MONAI datalist):
     labelfree-synthesize --json_dir data/phantom/datafolds/healthy.json --train_dir data/phantom \\
         --out data/synthetic --copies 4 --seed 0 --nnunet_dataset Dataset501_LiverSyn --workers 2
 
-Writes, below ``--out`` (or ``--out/DatasetNNN_Name`` with ``--nnunet_dataset``):
+Writes, in ``--out`` (or in ``--out/DatasetNNN_Name`` with ``--nnunet_dataset``, so that one
+``--out`` folder can be ``nnUNet_raw`` for several datasets):
 
 * ``imagesTr/<case>_synKK_0000.nii.gz`` and ``labelsTr/<case>_synKK.nii.gz``: copy KK of each
   healthy case, in the input's geometry (same grid, affine and image dtype), the tumors
@@ -19,11 +20,13 @@ Writes, below ``--out`` (or ``--out/DatasetNNN_Name`` with ``--nnunet_dataset``)
 * ``dataset.json`` (with ``--nnunet_dataset``): the nnU-Net v2 dataset description
   (channel names, labels, numTraining, file ending) plus a ``labelfree_synthesis`` entry
   that the on-the-fly trainer (:mod:`labelfree.nnunet`) reads;
-
-and, in ``--out`` itself, ``datalist.json`` (MONAI decathlon datalist: ``training`` = the
-written pairs relative to ``--out``; ``validation`` = the source datalist's validation
-list with absolute paths) and ``lesions.json`` (every lesion: case, centre in voxels and
-mm, volume, equivalent radius, tumor type, seed).
+* ``datalist.json``: MONAI decathlon datalist, ``training`` = the written pairs relative to
+  that folder (``--train_dir`` of ``main.py``), ``validation`` = the source datalist's
+  validation list with absolute paths;
+* ``lesions.json``: every lesion (sample, case, centre in voxels and mm, volume, equivalent
+  radius, tumor type, seed);
+* ``offline_config.json``: the run's settings and source cases; a run with other settings
+  into the same folder is refused instead of mixing two datasets.
 
 The paper (Hu et al., CVPR 2023) found tumors generated offline once clearly worse than
 tumors drawn afresh on the fly (tumor Dice 43.5 vs 52.9): use this for frameworks that
@@ -71,7 +74,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     syn.add_argument("--copies", type=int, default=4, help="synthetic copies of every healthy case")
     syn.add_argument("--seed", type=int, default=0, help="master seed (each copy derives its own from its case name)")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", required=True, help="output folder (re-running with the same arguments resumes)")
+    out.add_argument("--out", required=True,
+                     help="output folder (re-running with the same arguments resumes); with --nnunet_dataset the "
+                          "nnUNet_raw folder")
     out.add_argument("--include_source", action="store_true",
                      help="also write every source case unchanged (<case>_src); with --copies 0 this converts a "
                           "datalist into an nnU-Net dataset for the on-the-fly trainer")
@@ -170,15 +175,15 @@ def run(args: argparse.Namespace) -> dict:
         raise OfflineError(f"--nnunet_dataset must look like Dataset501_Name (three digits), got {args.nnunet_dataset!r}")
     root = out / args.nnunet_dataset if args.nnunet_dataset else out
     config = {"settings": asdict(settings), "cases": cases, "nnunet_dataset": args.nnunet_dataset}
-    out.mkdir(parents=True, exist_ok=True)
-    check_config(out, _jsonable(config))
+    root.mkdir(parents=True, exist_ok=True)
+    check_config(root, _jsonable(config))
 
     t0 = time.perf_counter()
     jobs = [{"root": str(root), **case, "settings": asdict(settings)} for case in cases]
     records, errors = _run_jobs(jobs, max(1, int(args.workers)), not args.no_progress)
     seconds = time.perf_counter() - t0
     records = sorted(records, key=lambda r: r["name"])
-    _write_indexes(out, root, records, settings, args)
+    _write_indexes(root, records, settings, args)
     synthetic = [r for r in records if r["kind"] == "synthetic"]
     painted = {r["case"] for r in synthetic}
     return {"root": str(root), "samples": len(records), "errors": errors, "seconds": round(seconds, 1),
@@ -223,12 +228,11 @@ def _run_jobs(jobs: list[dict], workers: int, progress: bool) -> tuple[list[dict
     return records, errors
 
 
-def _write_indexes(out: Path, root: Path, records: list[dict], settings: Settings, args) -> None:
-    """datalist.json and lesions.json in ``out``; dataset.json in the nnU-Net dataset folder."""
+def _write_indexes(root: Path, records: list[dict], settings: Settings, args) -> None:
+    """datalist.json, lesions.json and (nnU-Net) dataset.json in ``root``."""
     from labelfree.datalist import load_datalist, read_datalist_json
 
-    prefix = Path(args.nnunet_dataset) if args.nnunet_dataset else Path()
-    training = [{"image": str(prefix / r["image"]), "label": str(prefix / r["label"])} for r in records]
+    training = [{"image": r["image"], "label": r["label"]} for r in records]
     validation = []
     if "validation" in read_datalist_json(args.json_dir):
         validation = [{k: v for k, v in e.items() if k in ("image", "label")}
@@ -237,8 +241,8 @@ def _write_indexes(out: Path, root: Path, records: list[dict], settings: Setting
 
     profile = get_organ_profile(settings.organ)
     labels = {str(i): n for i, n in enumerate(profile.class_names)}
-    write_json_atomic(out / "datalist.json", {
-        "name": args.nnunet_dataset or out.name,
+    write_json_atomic(root / "datalist.json", {
+        "name": args.nnunet_dataset or root.name,
         "description": f"offline synthetic {settings.organ} tumors ({settings.synthesis}), {settings.copies} "
                        f"copies per healthy case, seed {settings.seed} (labelfree-synthesize)",
         "labels": labels, "modality": {"0": "CT"}, "tensorImageSize": "3D",
@@ -246,7 +250,7 @@ def _write_indexes(out: Path, root: Path, records: list[dict], settings: Setting
     })
     lesions = [{"sample": r["name"], "case": r["case"], "kind": r["kind"], "seed": r["seed"],
                 "tumor_type": r["tumor_type"], **lesion} for r in records for lesion in r["lesions"]]
-    write_json_atomic(out / "lesions.json", {"settings": asdict(settings), "lesions": lesions})
+    write_json_atomic(root / "lesions.json", {"settings": asdict(settings), "lesions": lesions})
     if args.nnunet_dataset:
         from labelfree.nnunet.dataset import nnunet_dataset_json
 

@@ -166,10 +166,15 @@ def test_nnunet_dataset_json_and_lps_input(tmp_path):
     label, img = _load(out / "Dataset901_Test" / "labelsTr" / "healthy_a_syn00.nii.gz")
     np.testing.assert_allclose(img.affine, src.affine)
     assert (label == 2).any() and np.all(src_label[label == 2] == 1)
-    lesions = json.loads((out / "lesions.json").read_text())["lesions"]
+    dataset_dir = out / "Dataset901_Test"
+    lesions = json.loads((dataset_dir / "lesions.json").read_text())["lesions"]
     assert {l["tumor_type"] for l in lesions} == {"large"}
-    listed = json.loads((out / "datalist.json").read_text())["training"]
-    assert all((out / e["image"]).is_file() for e in listed)
+    listed = json.loads((dataset_dir / "datalist.json").read_text())["training"]
+    assert all((dataset_dir / e["image"]).is_file() for e in listed)
+    # A second dataset can share the nnUNet_raw folder.
+    assert main(["--json_dir", str(datalist), "--train_dir", str(root), "--out", str(out), "--copies", "0",
+                 "--include_source", "--nnunet_dataset", "Dataset902_Healthy", "--no_progress", "--workers", "1"]) == 0
+    assert json.loads((out / "Dataset902_Healthy" / "dataset.json").read_text())["numTraining"] == 3
 
 
 def test_bad_input_names_the_problem(tmp_path, capsys):
