@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from labelfree.evaluation.lesions import equivalent_sphere_radius_mm, label_components
 from labelfree.io import save_nifti_atomic, write_json_atomic
@@ -231,8 +232,6 @@ def _lesions(label: np.ndarray, affine: np.ndarray, profile) -> list[dict]:
         if n == 0:
             continue
         index = np.arange(1, n + 1)
-        from scipy import ndimage
-
         centres = ndimage.center_of_mass(np.ones(label.shape, dtype=np.float32), components, index)
         counts = np.bincount(components.ravel(), minlength=n + 1)[1:]
         boxes = ndimage.find_objects(components)
