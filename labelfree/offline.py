@@ -114,9 +114,21 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         prob = tuple(p / total for p in prob)
     if args.syn_rim_mm is not None and not args.syn_rim_mm >= 0:
         raise OfflineError(f"--syn_rim_mm must be >= 0 mm, got {args.syn_rim_mm}")
-    return Settings(organ=profile.name, synthesis=str(args.synthesis), tumor_types=types, tumor_prob=prob,
+    settings = Settings(organ=profile.name, synthesis=str(args.synthesis), tumor_types=types, tumor_prob=prob,
                     seed=int(args.seed), copies=int(args.copies), include_source=bool(args.include_source),
                     surface_rim_mm=args.syn_rim_mm)
+    check_synthesis_model(settings)
+    return settings
+
+
+def check_synthesis_model(settings: Settings) -> None:
+    """Build the run's transform once here, so that an unknown ``--synthesis`` fails before any worker starts."""
+    from labelfree.offline_case import build_transform
+
+    try:
+        build_transform(settings, settings.tumor_types[0] if settings.tumor_types else None, (1.0, 1.0, 1.0))
+    except (TypeError, ValueError) as e:
+        raise OfflineError(f"--synthesis {settings.synthesis!r} is not a synthesis model of this engine ({e})") from e
 
 
 def case_name(image_path: str) -> str:

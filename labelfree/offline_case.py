@@ -150,14 +150,14 @@ def _write_samples(root: Path, name: str, image_path: str, label_path: str, sett
         if settings.tumor_types:
             rng = np.random.default_rng(seed)
             tumor_type = settings.tumor_types[int(rng.choice(len(settings.tumor_types), p=settings.tumor_prob))]
-        out = _transform(settings, tumor_type, spacing).set_random_state(seed=seed)(data)
+        out = build_transform(settings, tumor_type, spacing).set_random_state(seed=seed)(data)
         painted_image, painted_label = from_ras(np.asarray(out["image"])[0]), from_ras(np.asarray(out["label"])[0])
         _write_sample(root, sample, painted_image, painted_label, affine, image_dtype,
                       {**source, "kind": "synthetic", "copy": k, "seed": seed, "tumor_type": tumor_type,
                        "lesions": _lesions(painted_label, affine, profile)})
 
 
-def _transform(settings: Settings, tumor_type: str | None, spacing):
+def build_transform(settings: Settings, tumor_type: str | None, spacing):
     """``TumorGenerated`` painting every call (prob 1) tumors of ``tumor_type`` with the run's organ and model."""
     from tumor_synthesis import TumorGenerated
 

@@ -190,3 +190,5 @@ def test_bad_input_names_the_problem(tmp_path, capsys):
     assert main(["--json_dir", str(root / "list.json"), "--out", str(tmp_path / "p"), "--tumor_prob", "0.5",
                  "0.5"]) == 2
     assert "--tumor_prob" in capsys.readouterr().err
+    assert main(["--json_dir", str(root / "list.json"), "--out", str(tmp_path / "q"), "--synthesis", "no_such_model"]) == 2
+    assert "no_such_model" in capsys.readouterr().err

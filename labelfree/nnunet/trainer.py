@@ -90,8 +90,11 @@ class nnUNetTrainerSynTumor(nnUNetTrainer):
         self.print_to_log_file(f"synthetic tumors: organ {organ}, model {settings.get('synthesis', 'ellipsoid')}, "
                                f"p {self.synthesis_prob}, spacing {list(spacing)} mm, superior axis {axis}, "
                                f"CT window {window.lower:.0f}..{window.upper:.0f} HU")
-        return PatchPainter(window, spacing, axis, organ=organ, prob=self.synthesis_prob,
-                            synthesis=settings.get("synthesis", "ellipsoid"))
+        try:
+            return PatchPainter(window, spacing, axis, organ=organ, prob=self.synthesis_prob,
+                                synthesis=settings.get("synthesis", "ellipsoid"))
+        except (TypeError, ValueError) as e:  # unknown organ or synthesis model in dataset.json
+            raise NnunetSetupError(f"dataset.json {SYNTHESIS_KEY} {settings}: {e}") from e
 
     def _check_labels(self, organ: str) -> None:
         from tumor_synthesis.organs import get_organ_profile
