@@ -47,7 +47,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from labelfree.io import write_json_atomic
-from labelfree.offline_case import OfflineError, Settings, planned_names, process_case
+from labelfree.offline_case import OfflineError, Settings, process_case
 
 CONFIG_NAME = "offline_config.json"
 NNUNET_DATASET_PATTERN = re.compile(r"^Dataset\d{3}_[A-Za-z0-9_\-]+$")

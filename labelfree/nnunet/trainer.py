@@ -26,7 +26,6 @@ import glob
 import os
 import pickle
 
-import numpy as np
 import torch
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
