@@ -41,6 +41,7 @@ from labelfree.distributed import (
     print0,
     resolve_device,
 )
+from labelfree.synthesis_args import check_synthesis_args
 from labelfree.transforms import get_transforms
 
 
@@ -59,6 +60,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="with --syn: keep this much organ tissue (mm) between a synthetic tumor and the organ's "
                             "surface (default 0, the original: tumors are clipped at the surface, and one at the edge "
                             "merges with the muscle or fluid next to the organ; 3 is what the phantom experiment uses)")
+    # Synthesis model (tumor_synthesis.TumorGenerated's ``synthesis``); kept in the checkpoint's args.
+    group.add_argument("--synthesis", default="ellipsoid", choices=("ellipsoid", "growth"),
+                       help="with --syn: the original's deformed ellipsoids, or tumors grown by a cellular automaton "
+                            "(Pixel2Cancer's growth model; liver, pancreas, kidney, multi)")
+    group.add_argument("--syn_grid_mm", default=None, type=float,
+                       help="with --synthesis growth: spacing (mm) of the growth simulation grid (default 2; the "
+                            "published model: 1, about 10 times slower)")
     group.add_argument("--cache_num", default=500, type=int,
                        help="cache the preprocessed (loaded, oriented, resampled) training cases, at most this many; "
                             "the rest are preprocessed on every draw (the original's cache never rotated, so cases "
@@ -200,7 +208,8 @@ def train(args: argparse.Namespace, datalists: dict, ctx: DistContext, amp: bool
 
 #: Flags whose change makes a resumed run differ from the interrupted one.
 RESUME_SENSITIVE_FLAGS = ("max_epochs", "warmup_epochs", "lrschedule", "optim_name", "optim_lr", "reg_weight",
-                          "batch_size", "model_name", "swin_type", "syn", "syn_rim_mm", "organ", "json_dir", "seed")
+                          "batch_size", "model_name", "swin_type", "syn", "syn_rim_mm", "organ", "json_dir", "seed",
+                          "synthesis", "syn_grid_mm")
 
 
 def warn_changed_flags(saved: dict, args: argparse.Namespace, ctx: DistContext) -> None:
@@ -233,6 +242,7 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> None:
             raise ValueError("--syn_rim_mm shapes synthetic tumors: it needs --syn")
         if not args.syn_rim_mm >= 0:
             raise ValueError(f"--syn_rim_mm must be a thickness >= 0 mm, got {args.syn_rim_mm}")
+    check_synthesis_args(args)
     if args.use_pretrained and args.model_name != "swin_unetrv2":
         raise ValueError("--use_pretrained loads Swin-ViT encoder weights: it needs --model_name swin_unetrv2")
     # Weight files are checked now, not after minutes of caching.
@@ -291,7 +301,7 @@ def build_loaders(args: argparse.Namespace, datalists: dict, ctx: DistContext):
     preprocessing = dict(a_min=args.a_min, a_max=args.a_max, space=cli.spacing(args))
     train_transform = get_transforms(
         "train", **preprocessing, roi_size=cli.roi_size(args), syn=args.syn, organ=args.organ,
-        syn_rim_mm=args.syn_rim_mm,
+        syn_rim_mm=args.syn_rim_mm, synthesis=args.synthesis, syn_grid_mm=args.syn_grid_mm,
     )
     train_ds = build_train_dataset(
         with_case_index(datalists["training"]), train_transform, args.cache_num, args.cache_rate, args.workers,
