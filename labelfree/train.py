@@ -67,6 +67,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--syn_grid_mm", default=None, type=float,
                        help="with --synthesis growth: spacing (mm) of the growth simulation grid (default 2; the "
                             "published model: 1, about 10 times slower)")
+    group.add_argument("--syn_device", default="loader", choices=("loader", "cuda"),
+                       help="with --syn: where synthesis and the augmentations after it run: in the loader (its "
+                            "workers, on the CPU) or on this process's GPU in the training step (needs --workers 0)")
     group.add_argument("--cache_num", default=500, type=int,
                        help="cache the preprocessed (loaded, oriented, resampled) training cases, at most this many; "
                             "the rest are preprocessed on every draw (the original's cache never rotated, so cases "
@@ -242,7 +245,7 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> None:
             raise ValueError("--syn_rim_mm shapes synthetic tumors: it needs --syn")
         if not args.syn_rim_mm >= 0:
             raise ValueError(f"--syn_rim_mm must be a thickness >= 0 mm, got {args.syn_rim_mm}")
-    check_synthesis_args(args)
+    check_synthesis_args(args, device)
     if args.use_pretrained and args.model_name != "swin_unetrv2":
         raise ValueError("--use_pretrained loads Swin-ViT encoder weights: it needs --model_name swin_unetrv2")
     # Weight files are checked now, not after minutes of caching.
@@ -302,12 +305,14 @@ def build_loaders(args: argparse.Namespace, datalists: dict, ctx: DistContext):
     train_transform = get_transforms(
         "train", **preprocessing, roi_size=cli.roi_size(args), syn=args.syn, organ=args.organ,
         syn_rim_mm=args.syn_rim_mm, synthesis=args.synthesis, syn_grid_mm=args.syn_grid_mm,
+        syn_device=ctx.device if args.syn_device == "cuda" else None,
     )
     train_ds = build_train_dataset(
         with_case_index(datalists["training"]), train_transform, args.cache_num, args.cache_rate, args.workers,
         progress=ctx.is_main,
     )
-    train_loader = build_train_loader(train_ds, args.batch_size, args.workers, ctx, seed=args.seed)
+    train_loader = build_train_loader(train_ds, args.batch_size, args.workers, ctx, seed=args.seed,
+                                      samples_on_device=args.syn_device == "cuda")
     val_loader = build_val_loader(
         with_case_index(datalists["validation"]), get_transforms("val", **preprocessing), args.workers, ctx
     )

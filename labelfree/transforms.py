@@ -89,6 +89,7 @@ def get_transforms(
     syn_rim_mm: float | None = None,
     synthesis: str = "ellipsoid",
     syn_grid_mm: float | None = None,
+    syn_device=None,
 ) -> Compose:
     """Build the pipeline of ``mode`` (see the module docstring for the order).
 
@@ -110,6 +111,9 @@ def get_transforms(
             ``"growth"`` (the cellular automaton).
         syn_grid_mm: growth model only: simulation grid spacing (mm); None: the transform's
             default (2 mm).
+        syn_device: None (synthesis where the sample is: the loader's CPU) or a device the
+            sample is moved to before synthesis, e.g. ``cuda``: synthesis and augmentation then
+            run on the GPU, in a loader without worker processes.
 
     Returns:
         A flat ``monai.transforms.Compose``.
@@ -126,7 +130,7 @@ def get_transforms(
         return Compose(_load_and_resample(keys, space) + [_scale_intensity(a_min, a_max)])
 
     roi_size = tuple(int(r) for r in roi_size)
-    synthesis = [_tumor_synthesis(organ, syn_prob, syn_rim_mm, synthesis, syn_grid_mm)] if syn else []
+    synthesis = [_tumor_synthesis(organ, syn_prob, syn_rim_mm, synthesis, syn_grid_mm, syn_device)] if syn else []
     return Compose(
         _load_and_resample(keys, space)
         + synthesis
@@ -196,7 +200,7 @@ def _scale_intensity(a_min: float, a_max: float) -> ScaleIntensityRanged:
 
 
 def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None, model: str = "ellipsoid",
-                     grid_mm: float | None = None):
+                     grid_mm: float | None = None, device=None):
     # Imported here: the non-synthetic pipelines (validation, inference) need nothing from the
     # synthesis package.
     from tumor_synthesis import TumorGenerated
@@ -206,4 +210,4 @@ def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None, model: str =
     # would only cost time (about 35 ms a sample at 1 mm, more than painting tiny tumors).
     grid = {} if grid_mm is None else {"growth_grid_mm": grid_mm}
     return TumorGenerated(keys=(IMAGE_KEY, LABEL_KEY), prob=prob, organ=organ, inplace=True, surface_rim_mm=rim_mm,
-                          synthesis=model, **grid)
+                          synthesis=model, device=device, **grid)

@@ -23,6 +23,8 @@ def data_root(tmp_path_factory):
     (["--syn", "--synthesis", "growth", "--syn_grid_mm", "0"], "--syn_grid_mm must be a positive spacing"),
     (["--syn", "--synthesis", "growth", "--syn_rim_mm", "3"], "--syn_rim_mm shapes the ellipsoid model"),
     (["--syn", "--synthesis", "growth", "--organ", "lung"], "the growth model has no rules for organ 'lung'"),
+    (["--syn_device", "cuda"], "--syn_device cuda moves synthesis to the GPU: it needs --syn"),
+    (["--syn", "--syn_device", "cuda", "--device", "cpu"], "--syn_device cuda needs a CUDA training device"),
 ])
 def test_inconsistent_synthesis_flags_are_refused(data_root, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -49,3 +51,21 @@ def test_growth_flags_reach_the_transform_and_a_batch_is_drawn(data_root):
     batch = next(iter(loader))
     labels = np.unique(batch["label"].numpy())
     assert set(labels.tolist()) <= {0.0, 1.0, 2.0} and batch["image"].shape[-3:] == (32, 32, 32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+def test_growth_synthesis_on_the_gpu_in_the_training_step(data_root, tmp_path):
+    """main.py --syn --synthesis growth --syn_device cuda: samples are painted and augmented on the GPU."""
+    args, loader, growth = _loader(data_root, ["--synthesis", "growth", "--syn_device", "cuda", "--device", "cuda"])
+    assert growth.device.type == "cuda" and not loader.pin_memory
+    batch = next(iter(loader))
+    assert batch["image"].device.type == "cuda" and batch["label"].device.type == "cuda"
+    with pytest.raises(ValueError, match="needs --workers 0"):
+        train_cli.complete_args(train_cli.get_args_parser().parse_args(
+            [*data_flags(data_root), "--syn", "--syn_device", "cuda", "--device", "cuda", *SMALL, "--workers", "2"]),
+            torch.device("cuda"))
+    logdir = tmp_path / "run"
+    train_cli.main([*data_flags(data_root), "--syn", "--synthesis", "growth", "--syn_device", "cuda",
+                    "--device", "cuda", *SMALL, "--max_epochs", "1", "--val_every", "1", "--logdir", str(logdir),
+                    "--save_checkpoint"])
+    assert (logdir / "model_final.pt").is_file()

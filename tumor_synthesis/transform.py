@@ -87,6 +87,10 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         growth_grid_mm: simulation grid spacing (mm) of the growth model (published: 1; the
             default 2 is about 10 times faster, with the iteration count scaled to keep
             the sizes).
+        device: move image and label to this device first, painted or not (None: leave
+            them where they are). ``"cuda"`` runs the growth model, and every transform
+            after this one, on the GPU: for a loader in the main process
+            (``num_workers=0``, no ``pin_memory``), as ``main.py --syn_device cuda`` sets up.
 
     Raises:
         ValueError: bad arguments, or (when called) inputs that are not ``(1, H, W, D)`` or
@@ -107,6 +111,7 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         surface_rim_mm: float | None = None,
         synthesis: str = "ellipsoid",
         growth_grid_mm: float = GROWTH_GRID_MM,
+        device: str | torch.device | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
@@ -129,6 +134,7 @@ class TumorGenerated(RandomizableTransform, MapTransform):
             # Raises for an organ without growth rules (lung), naming the supported ones.
             self.growth_rules = {m.name: get_growth_rules(m.name) for m in self.profile.members}
         self.growth_grid_mm = float(growth_grid_mm)
+        self.device = None if device is None else torch.device(device)
         if self.multi_organ:
             if tumor_prob is not None:
                 raise ValueError(f"organ {organ!r} paints several organs, each with its own tumor types: "
@@ -197,6 +203,8 @@ class TumorGenerated(RandomizableTransform, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
+        if self.device is not None:
+            self._to_device(d)
         self.randomize(None)
         if not self._do_transform:
             return d
@@ -230,6 +238,14 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         d[label_key] = convert_to_dst_type(result.label[None], dst=label, dtype=label.dtype)[0]
         return d
 
+
+    def _to_device(self, d: dict) -> None:
+        if self.device.type == "cuda" and torch.utils.data.get_worker_info() is not None:
+            raise RuntimeError("TumorGenerated(device='cuda') runs in a DataLoader worker process, where CUDA "
+                               "cannot be used: load with num_workers=0 (main.py: --workers 0)")
+        for key in self.key_iterator(d):
+            value = d[key]
+            d[key] = torch.as_tensor(value).to(self.device) if isinstance(value, np.ndarray) else value.to(self.device)
 
     def _grow(self, d: dict, image, label, image_key, label_key) -> dict:
         """The growth model, on the inputs' device; in place when ``inplace``."""
