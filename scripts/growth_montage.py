@@ -3,10 +3,11 @@
     python scripts/growth_montage.py --out results/growth_tumor_montage.png [--seed 0] [--grid_mm 2]
 
 One row per organ (liver, pancreas, kidney) of a 1 mm phantom abdomen, one column per size
-class (tiny to large), each an axial slice through the tumor; for the large class the
-seed is chosen, among the first few, so that a necrotic core grew, and the slice goes
-through it. Each panel is shown twice: plain (judge edges and texture) and with the tumor
-label outlined in red. Intensities in the organ's training window.
+class (tiny to large), each an axial slice through the tumor with the tumor label outlined
+in red and the necrotic core in yellow; for the large class the seed is chosen, among the
+first few, so that a necrotic core grew, the slice goes through it, and a last column shows
+it again without outlines (to judge edges, texture and the core). Panels are sized to the
+tumor. Intensities in the organ's training window.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from labelfree.phantom import generate_case
 from tumor_synthesis import get_growth_rules, get_organ_profile, grow_tumors
 
 ORGANS = ("liver", "pancreas", "kidney")
-#: Half width (mm) of each panel around the tumor.
-HALF_WIDTH_MM = 40
+#: Smallest half width (mm) of a panel around the tumor; larger tumors get 1.6 radii.
+HALF_WIDTH_MM = 20
 #: Seeds tried for a large tumor with a necrotic core.
 NECROSIS_TRIES = 12
 
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     sizes = get_growth_rules("liver").size_names
-    fig, axes = plt.subplots(len(ORGANS), 2 * len(sizes), figsize=(2.2 * 2 * len(sizes), 2.5 * len(ORGANS)),
+    fig, axes = plt.subplots(len(ORGANS), len(sizes) + 1, figsize=(2.6 * (len(sizes) + 1), 2.8 * len(ORGANS)),
                              layout="constrained")
     for row, organ in enumerate(ORGANS):
         case = generate_case("abdomen", seed=args.seed, spacing=(1.0, 1.0, 1.0), organ=organ)
@@ -76,27 +77,32 @@ def main(argv=None) -> int:
                 if res is None or res.plan.necrosis or k == tries - 1:
                     break
             after_img, after_lab = res.image.numpy(), res.label.numpy()
-            tumor = after_lab == 2
+            tumor, core = after_lab == 2, res.necrosis_mask().numpy()
             x, y, z = panel_centre(image.astype(np.float32), after_img, tumor, res.plan.necrosis)
-            sl = (slice(max(0, x - HALF_WIDTH_MM), x + HALF_WIDTH_MM), slice(max(0, y - HALF_WIDTH_MM),
-                                                                             y + HALF_WIDTH_MM), z)
-            for j, outline in enumerate((False, True)):
-                ax = axes[row, 2 * col + j]
+            r_eq = (3 * res.plan.tumor_voxels / (4 * np.pi) / max(1, len(res.plan.seeds))) ** (1 / 3)
+            half = int(max(HALF_WIDTH_MM, 1.6 * r_eq))
+            sl = (slice(max(0, x - half), x + half), slice(max(0, y - half), y + half), z)
+            panels = [(col, True)] + ([(col + 1, False)] if size == "large" else [])
+            for where, outline in panels:
+                ax = axes[row, where]
                 # Radiological view: patient's right on the left, anterior up.
                 ax.imshow(after_img[sl].T[::-1], cmap="gray", vmin=window[0], vmax=window[1])
                 if outline:
                     ax.contour(tumor[sl].T[::-1].astype(float), levels=[0.5], colors="red", linewidths=0.6)
+                    if core[sl].any():
+                        ax.contour(core[sl].T[::-1].astype(float), levels=[0.5], colors="yellow", linewidths=0.6)
+                else:
+                    ax.set_title("large, no outlines", fontsize=7, loc="left")
                 ax.set_axis_off()
             p = res.plan
-            n_comp = ndimage.label(tumor)[1]
-            r_eq = (3 * p.tumor_voxels / (4 * np.pi) / max(1, len(p.seeds))) ** (1 / 3)
-            axes[row, 2 * col].set_title(
+            n_comp = ndimage.label(tumor, structure=np.ones((3, 3, 3)))[1]
+            axes[row, col].set_title(
                 f"{organ} {size}: N={p.steps}, {len(p.seeds)} seeds, {n_comp} comp.\n"
                 f"r_eq/seed {r_eq:.0f} mm" + (", necrotic core" if p.necrosis else ""), fontsize=7, loc="left")
             print(f"{organ:8s} {size:6s} N={p.steps:3d} seeds={len(p.seeds)} satellites={p.satellites} "
                   f"voxels={p.tumor_voxels} necrosis={p.necrosis} dead={p.dead_voxels} slice z={z}", flush=True)
     fig.suptitle(f"growth-model tumors (cellular automaton, grid {args.grid_mm:g} mm) on a 1 mm phantom, "
-                 f"seed {args.seed}: plain | outlined", fontsize=9)
+                 f"seed {args.seed}; red: tumor label, yellow: necrotic core", fontsize=9)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:

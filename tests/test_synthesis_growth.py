@@ -196,8 +196,9 @@ def test_necrosis_only_inside_the_tumor():
     res = grow_tumors(img, lab, np.random.default_rng(0), "medium", rules_always, spacing=(1.0, 1.0, 1.0),
                       grid_mm=2.0)
     assert res.plan.necrosis and res.plan.dead_voxels > 0
-    darkest = torch.argmin(res.image)
-    assert res.label.reshape(-1)[darkest] == 2
+    core = res.necrosis_mask()
+    assert core.any() and (res.label[core] == 2).all()  # the necrotic core lies inside the tumor label
+    assert res.image[core].mean() < res.image[(res.label == 2) & ~core].mean()  # and is darker than the rest
 
 
 def test_grid_maps_image_voxels_to_about_1_mm_voxels():

@@ -73,6 +73,9 @@ OUTSIDE = 4
 DEAD = -1
 #: Prune inert voxels from the active list every this many iterations.
 PRUNE_EVERY = 4
+#: Grids of at most this many voxels read their whole tissue map at once (a few strided reads
+#: of the image, cheaper than the per-iteration lookups); larger ones read it lazily.
+DENSE_TISSUE_MAX_VOXELS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,8 @@ class SimGrid:
     grid spacing is ``s * m / k``, within a factor 1.5 of ``grid_mm`` (exactly ``grid_mm``
     when the ratios are integers). A grid voxel reads the tissue of the image voxel at its
     centre. A frame of one barrier voxel surrounds the grid, so that neighbour offsets of
-    flat indices never wrap around. Tissue is read lazily, only for the voxels the automaton
+    flat indices never wrap around. The tissue map is read at once for grids of up to
+    :data:`DENSE_TISSUE_MAX_VOXELS` voxels, else lazily, only for the voxels the automaton
     looks at, and cached.
 
     Args:
@@ -254,6 +258,28 @@ class SimGrid:
                                     dtype=torch.int64, device=self.device)
         #: Tissue class per grid voxel, -1 until first read.
         self.cache = torch.full((self.numel,), -1, dtype=torch.int8, device=self.device)
+        self._dense = False
+        if self.numel <= DENSE_TISSUE_MAX_VOXELS:
+            self._read_all(image, label)
+
+    def _read_all(self, image: torch.Tensor, label: torch.Tensor) -> None:
+        """Fill the whole tissue map: the image voxel at each grid voxel's centre (strided views, no gathers)."""
+        hu, lab = image, label
+        for axis, (s, k, m, n) in enumerate(zip(self.start, self.k, self.m, self.box)):
+            if k > 1:  # grid voxel u lies in image voxel u // k
+                hu, lab = (t.narrow(axis, s, n).repeat_interleave(k, dim=axis) for t in (hu, lab))
+            else:  # grid voxel u is centred on image voxel u m + m // 2 (those inside the box)
+                count = (n - m // 2 + m - 1) // m
+                sl = [slice(None)] * 3
+                sl[axis] = slice(s + m // 2, s + m // 2 + m * (count - 1) + 1, m)
+                hu, lab = hu[tuple(sl)], lab[tuple(sl)]
+        tissue = torch.bucketize(hu.to(torch.float32), self._thresholds, right=True).to(torch.int8)
+        tissue.masked_fill_(lab != self._organ_label, OUTSIDE)
+        cache = self.cache.view(self.shape)
+        cache.fill_(OUTSIDE)  # the frame, and grid voxels whose centre lies beyond the box
+        nx, ny, nz = tissue.shape
+        cache[1:1 + nx, 1:1 + ny, 1:1 + nz] = tissue
+        self._dense = True
 
     def coords(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Grid coordinates (frame included) of flat grid indices."""
@@ -294,6 +320,8 @@ class SimGrid:
     def tissue(self, flat: torch.Tensor) -> torch.Tensor:
         """Tissue class (0, 1, 2, :data:`VESSEL` or :data:`OUTSIDE`) of grid voxels, int64 (cached)."""
         tissue = self.cache[flat]
+        if self._dense:
+            return tissue.to(torch.int64)
         unknown = tissue < 0
         if bool(unknown.any()):
             where = flat[unknown]

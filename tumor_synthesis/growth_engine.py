@@ -72,11 +72,27 @@ class GrowthPlan:
 
 @dataclass(frozen=True)
 class GrowthResult:
-    """Output of :func:`grow_tumors`: (H, W, D) tensors (views of the input when in place) and the plan."""
+    """Output of :func:`grow_tumors`.
+
+    Attributes:
+        image: (H, W, D) image (the input itself when in place).
+        label: (H, W, D) label.
+        plan: what was drawn.
+        necrosis: ``(slices, mask)`` pieces: image voxels (bool, in the volume box
+            ``slices``) at least half dead, i.e. the necrotic core (empty without necrosis).
+    """
 
     image: torch.Tensor
     label: torch.Tensor
     plan: GrowthPlan
+    necrosis: tuple = ()
+
+    def necrosis_mask(self) -> torch.Tensor:
+        """(H, W, D) bool mask of the necrotic core."""
+        mask = torch.zeros(self.label.shape, dtype=torch.bool, device=self.label.device)
+        for slices, piece in self.necrosis:
+            mask[slices] |= piece
+        return mask
 
 
 def organ_box(label: torch.Tensor, organ_label: int, tumor_label: int, shared_label: bool):
@@ -224,7 +240,9 @@ def grow_tumors(
     necrosis_hu = float(rng.uniform(*rules.necrosis_hu)) if necrosis else 0.0
     tex_params = sample_texture_params(rng, texture)
     blur_mm = float(rng.uniform(*rules.blur_mm))
-    tumor_voxels = _paint(image, label, grid, automaton, start, stop, spacing, organ_label, tumor_label,
+    necrotic_parts: list = []
+    tumor_voxels = _paint(necrotic_parts, image, label, grid, automaton, start, stop, spacing, organ_label,
+                          tumor_label,
                           difference, necrosis_hu, tex_params, blur_mm, rules, rng)
     for out, work in ((out_image, image), (out_label, label)):
         if out.data_ptr() != work.data_ptr():
@@ -236,7 +254,7 @@ def grow_tumors(
         necrosis_hu=necrosis_hu, texture=tex_params, sim_spacing=grid.spacing_mm,
         tumor_voxels=tumor_voxels, dead_voxels=int((automaton.state[automaton.members] == -1).sum()),
     )
-    return GrowthResult(out_image, out_label, plan)
+    return GrowthResult(out_image, out_label, plan, tuple(necrotic_parts))
 
 
 #: Growth iterations on a grid of ``h`` mm per published (1 mm) iteration: ``h ** -GRID_EXPONENT``.
@@ -306,7 +324,8 @@ def _tumor_boxes(coords, margin, limit) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(lo, hi) for lo, hi, _ in merge_boxes(grown)]
 
 
-def _paint(image, label, grid: SimGrid, automaton: Automaton, start, stop, spacing, organ_label, tumor_label,
+def _paint(necrotic_parts: list, image, label, grid: SimGrid, automaton: Automaton, start, stop, spacing,
+           organ_label, tumor_label,
            difference, necrosis_hu, tex_params, blur_mm, rules: GrowthRules, rng) -> int:
     """Map the automaton's state onto the image (see the module docstring); returns the tumor voxels.
 
@@ -351,6 +370,8 @@ def _paint(image, label, grid: SimGrid, automaton: Automaton, start, stop, spaci
         population, occupancy = dense[0][keep], dense[1][keep]
         necrotic = dense[2][keep] if len(fields) > 2 else None
         sl = tuple(slice(s + int(a), s + int(b)) for s, a, b in zip(start, lo, hi))
+        if necrotic is not None:
+            necrotic_parts.append((sl, (necrotic >= 0.5) & (label[sl] == organ_label)))
         painted += _paint_box(image[sl], label[sl], population, occupancy >= 0.5, necrotic, sigma_vox, spacing,
                               organ_label, tumor_label, difference, necrosis_hu, tex_params, rules, rng)
     return painted
@@ -365,12 +386,13 @@ def _paint_box(image_box, label_box, population, occupied, necrotic, sigma_vox, 
     tex = torch.from_numpy(texture_field(tuple(population.shape), spacing, tex_params, rng)).to(image_box.device)
     values = image_box.to(torch.float32)  # a copy: the arithmetic below is in place on it
     vessel = organ & (values >= rules.levels_hu[1])
-    if bool((vessel & (soft > 0)).any()):
+    if bool((vessel & (soft > 0)).any()):  # only then: the median costs
         # The parenchyma's median HU, from every third voxel along each axis (27 times fewer to sort).
         sub = (slice(None, None, 3),) * 3
         parenchyma = values[sub][(organ & ~vessel)[sub]]
         fill = float(parenchyma.median()) if parenchyma.numel() else float(np.mean(rules.thresholds_hu[:2]))
-        values = torch.where(vessel, values + soft * (fill - values), values)
+        reached = vessel & (soft > 0)
+        values[reached] += soft[reached] * (fill - values[reached])
     drop = soft.mul_(difference)
     if necrosis_hu > 0 and necrotic is not None:
         drop.add_(_blur(necrotic, sigma_vox), alpha=necrosis_hu)
