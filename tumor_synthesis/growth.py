@@ -273,7 +273,8 @@ class SimGrid:
                 sl = [slice(None)] * 3
                 sl[axis] = slice(s + m // 2, s + m // 2 + m * (count - 1) + 1, m)
                 hu, lab = hu[tuple(sl)], lab[tuple(sl)]
-        tissue = torch.bucketize(hu.to(torch.float32), self._thresholds, right=True).to(torch.int8)
+        hu = hu.to(torch.float32).contiguous()
+        tissue = torch.bucketize(hu, self._thresholds, right=True).to(torch.int8)
         tissue.masked_fill_(lab != self._organ_label, OUTSIDE)
         cache = self.cache.view(self.shape)
         cache.fill_(OUTSIDE)  # the frame, and grid voxels whose centre lies beyond the box

@@ -384,7 +384,7 @@ def _paint_box(image_box, label_box, population, occupied, necrotic, sigma_vox, 
     tumor = occupied & organ
     soft = _blur(population, sigma_vox)
     tex = torch.from_numpy(texture_field(tuple(population.shape), spacing, tex_params, rng)).to(image_box.device)
-    values = image_box.to(torch.float32)  # a copy: the arithmetic below is in place on it
+    values = image_box.to(torch.float32, copy=True)  # a copy: the arithmetic below is in place on it
     vessel = organ & (values >= rules.levels_hu[1])
     if bool((vessel & (soft > 0)).any()):  # only then: the median costs
         # The parenchyma's median HU, from every third voxel along each axis (27 times fewer to sort).
