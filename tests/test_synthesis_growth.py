@@ -10,7 +10,7 @@ import torch
 from monai.data import MetaTensor
 
 from tumor_synthesis import TumorGenerated, get_growth_rules, grow_tumors
-from tumor_synthesis.growth import DEAD, OUTSIDE, VESSEL, Automaton, SimGrid
+from tumor_synthesis.growth import DEAD, OUTSIDE, Automaton, SimGrid
 
 SPACING = (2.0, 2.0, 2.0)
 #: Label values of the phantom's FreeTumor multi-organ map.
