@@ -253,7 +253,7 @@ class SimGrid:
         self._label = label.reshape(-1)
         self._organ_label = int(organ_label)
         self._image_strides = (image.shape[1] * image.shape[2], image.shape[2], 1)
-        self._thresholds = torch.tensor(thresholds_hu, dtype=torch.float32, device=self.device)
+        self.thresholds_hu = tuple(float(t) for t in thresholds_hu)
         self.offsets = torch.tensor([sum(d * s for d, s in zip(o, self.strides)) for o in NEIGHBOUR_OFFSETS],
                                     dtype=torch.int64, device=self.device)
         #: Tissue class per grid voxel, -1 until first read.
@@ -273,8 +273,7 @@ class SimGrid:
                 sl = [slice(None)] * 3
                 sl[axis] = slice(s + m // 2, s + m // 2 + m * (count - 1) + 1, m)
                 hu, lab = hu[tuple(sl)], lab[tuple(sl)]
-        hu = hu.to(torch.float32).contiguous()
-        tissue = torch.bucketize(hu, self._thresholds, right=True).to(torch.int8)
+        tissue = self._classify(hu)
         tissue.masked_fill_(lab != self._organ_label, OUTSIDE)
         cache = self.cache.view(self.shape)
         cache.fill_(OUTSIDE)  # the frame, and grid voxels whose centre lies beyond the box
@@ -313,10 +312,17 @@ class SimGrid:
         (x, y, z), inside = self.to_box(flat)
         sx, sy, sz = self._image_strides
         index = (x + self.start[0]) * sx + (y + self.start[1]) * sy + (z + self.start[2])
-        hu = self._image[index].to(torch.float32)
-        tissue = torch.bucketize(hu, self._thresholds, right=True)
+        tissue = self._classify(self._image[index])
         organ = inside & (self._label[index] == self._organ_label)
-        return torch.where(organ, tissue, torch.full_like(tissue, OUTSIDE)).to(torch.int8)
+        return tissue.masked_fill_(~organ, OUTSIDE)
+
+    def _classify(self, hu: torch.Tensor) -> torch.Tensor:
+        """Density class 0, 1, 2 or :data:`VESSEL` of HU values, int8: the thresholds passed (three comparisons)."""
+        low, mid, high = self.thresholds_hu
+        tissue = (hu >= low).to(torch.int8)
+        tissue += hu >= mid
+        tissue += hu >= high
+        return tissue
 
     def tissue(self, flat: torch.Tensor) -> torch.Tensor:
         """Tissue class (0, 1, 2, :data:`VESSEL` or :data:`OUTSIDE`) of grid voxels, int64 (cached)."""
