@@ -242,8 +242,7 @@ def grow_tumors(
     blur_mm = float(rng.uniform(*rules.blur_mm))
     necrotic_parts: list = []
     tumor_voxels = _paint(necrotic_parts, image, label, grid, automaton, start, stop, spacing, organ_label,
-                          tumor_label,
-                          difference, necrosis_hu, tex_params, blur_mm, rules, rng)
+                          tumor_label, difference, necrosis_hu, tex_params, blur_mm, rules, rng)
     for out, work in ((out_image, image), (out_label, label)):
         if out.data_ptr() != work.data_ptr():
             out.copy_(work)
