@@ -247,3 +247,14 @@ def test_cuda_tensors_are_painted_on_the_gpu(abdomen):
     new_image, new_label = out["image"][0].cpu().numpy(), out["label"][0].cpu().numpy()
     assert (new_label == 2).any() and not ((new_image != image) & (label != 1)).any()
     assert set(np.unique(new_label).tolist()) == {0, 1, 2}
+
+
+def test_device_moves_samples_painted_or_not(abdomen):
+    """``device`` moves image and label first, also when the sample is not painted (batches stay on one device)."""
+    image, label, _ = _organ_case(abdomen, "pancreas")
+    for prob in (0.0, 1.0):
+        t = TumorGenerated(prob=prob, organ="pancreas", synthesis="growth", device="cpu")
+        t.set_random_state(seed=0)
+        out = t({"image": image[None].copy(), "label": label[None].copy()})
+        assert isinstance(out["image"], torch.Tensor) and out["image"].device.type == "cpu"
+        assert bool((out["label"] == 2).any()) == (prob == 1.0)
