@@ -20,6 +20,19 @@ a smooth 1.4 L blob when the phantom package is missing), it prints:
   project on this machine type;
 * peak memory.
 
+Growth model::
+
+    python benchmarks/bench_synthesis.py --synthesis growth [--samples 20] [--device cpu|cuda]
+        [--growth-grid-mm 2] [--organ liver]
+
+times ``TumorGenerated(synthesis="growth")`` per size class (tiny, small, medium, large)
+and on the default size mix, and, in the same run on the same phantom, the ellipsoid
+model on its default type mix, both in place as the training pipeline runs them (the
+sample is restored between draws, untimed); it prints the ratio of the medians, the
+equivalent radius per seed (mm) of each growth size class and how often a necrotic core
+grew. ``--device cuda`` runs the growth model on CUDA tensors (the ellipsoid model paints
+a host copy there, so it is timed on the CPU only).
+
 Texture calibration::
 
     python benchmarks/bench_synthesis.py --calibrate-texture [--realizations 20]
@@ -407,6 +420,102 @@ def _lag_correlation(t: np.ndarray, lag: int) -> float:
     return float(np.corrcoef(a[::step], b[::step])[0, 1])
 
 
+# --- the growth model -----------------------------------------------------------------------------
+
+
+def _timed_sampler(transform, meta_image, meta_label, image_f, label_f, device):
+    """A function that restores the sample (untimed), paints it in place and returns (seconds, label)."""
+    work_image, work_label = meta_image.clone().to(device), meta_label.clone().to(device)
+    source_image, source_label = torch.from_numpy(image_f)[None].to(device), torch.from_numpy(label_f)[None].to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def draw():
+        work_image.as_tensor().copy_(source_image)
+        work_label.as_tensor().copy_(source_label)
+        sync()
+        t0 = time.perf_counter()
+        transform({"image": work_image, "label": work_label})
+        sync()
+        return time.perf_counter() - t0, work_label[0].cpu().numpy()
+
+    return draw
+
+
+def run_growth_timing(args) -> None:
+    torch.set_num_threads(1)
+    import tumor_synthesis
+    from monai.data import MetaTensor
+
+    device = torch.device(args.device)
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, torch {torch.__version__}, one thread, "
+          f"growth model on {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    image, label, affine, source = make_case(args.seed)
+    if args.organ != "liver":
+        from labelfree.phantom import generate_case
+
+        case = generate_case("abdomen", seed=args.seed, spacing=(1.0, 1.0, 1.0), organ=args.organ)
+        image, label, affine, source = case.image, case.label, case.affine, f"phantom abdomen ({args.organ})"
+    organ = label == 1
+    print(f"case: {source}, volume {image.shape} at 1 mm, {args.organ} {organ.sum() / 1e6:.3f} L; "
+          f"growth grid {args.growth_grid_mm:g} mm")
+    image_f, label_f = image.astype(np.float32), label.astype(np.float32)
+    meta_image = MetaTensor(torch.from_numpy(image_f.copy())[None], affine=torch.as_tensor(affine))
+    meta_label = MetaTensor(torch.from_numpy(label_f.copy())[None], affine=torch.as_tensor(affine))
+    rules = tumor_synthesis.get_growth_rules(args.organ)
+    cpu = torch.device("cpu")
+
+    def growth(tumor_prob, seed):
+        t = tumor_synthesis.TumorGenerated(prob=1.0, organ=args.organ, synthesis="growth", inplace=True,
+                                           tumor_prob=tumor_prob, growth_grid_mm=args.growth_grid_mm)
+        return t.set_random_state(seed)
+
+    def ellipsoid(seed):
+        t = tumor_synthesis.TumorGenerated(prob=1.0, organ=args.organ, inplace=True)
+        return t.set_random_state(seed)
+
+    warm = _timed_sampler(growth(None, 999), meta_image, meta_label, image_f, label_f, device)
+    warm()  # first-call costs (kernels, allocator) are not a sample's
+    print(f"\ngrowth model per size class, {args.samples} samples each (median ms; equivalent radius per seed, "
+          "mm, mean; tumor voxels, mean; share with a necrotic core)")
+    print(f"{'size':7s} | {'N range':>9s} | {'median':>9s} | {'r_eq/seed':>9s} | {'voxels':>8s} | necrosis")
+    voxel_ml = float(np.prod(np.abs(np.diag(np.asarray(affine))[:3]))) / 1000.0
+    for k, size in enumerate(rules.size_names):
+        one_hot = [1.0 if n == size else 0.0 for n in rules.size_names]
+        transform = growth(one_hot, args.seed + k)
+        plans = []
+        original = tumor_synthesis.growth_engine.grow_tumors
+
+        def spy(*a, **kw):
+            result = original(*a, **kw)
+            if result is not None:
+                plans.append(result.plan)
+            return result
+
+        tumor_synthesis.transform.grow_tumors = spy
+        try:
+            draw = _timed_sampler(transform, meta_image, meta_label, image_f, label_f, device)
+            seconds = [draw()[0] for _ in range(args.samples)]
+        finally:
+            tumor_synthesis.transform.grow_tumors = original
+        radii = [(3 * p.tumor_voxels * voxel_ml * 1000 / (4 * math.pi) / max(1, len(p.seeds))) ** (1 / 3)
+                 for p in plans]
+        lo, hi = rules.size(size).steps
+        print(f"{size:7s} | {lo:4d}-{hi:<4d} | {1e3 * np.median(seconds):6.1f} ms | {np.mean(radii):9.1f} | "
+              f"{np.mean([p.tumor_voxels for p in plans]):8.0f} | {np.mean([p.necrosis for p in plans]):.2f}",
+              flush=True)
+
+    print(f"\ndefault mix, {args.mix_samples} samples per model, same run, in place (median ms per sample)")
+    growth_draw = _timed_sampler(growth(None, args.seed), meta_image, meta_label, image_f, label_f, device)
+    growth_times = [growth_draw()[0] for _ in range(args.mix_samples)]
+    ellipsoid_draw = _timed_sampler(ellipsoid(args.seed), meta_image, meta_label, image_f, label_f, cpu)
+    ellipsoid_times = [ellipsoid_draw()[0] for _ in range(args.mix_samples)]
+    g, e = float(np.median(growth_times)), float(np.median(ellipsoid_times))
+    print(f"growth ({device}): {1e3 * g:.1f} ms (p90 {1e3 * np.percentile(growth_times, 90):.0f} ms); "
+          f"ellipsoid (cpu): {1e3 * e:.1f} ms (p90 {1e3 * np.percentile(ellipsoid_times, 90):.0f} ms); "
+          f"ratio growth / ellipsoid {g / e:.2f}")
+    print(f"\npeak RSS of the whole process: {peak_rss_mb():.0f} MB (phantom generation included)")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=20, help="samples per tumor type for our timings")
@@ -420,6 +529,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--syn-rim-mm", type=float, default=0.0,
                         help="our tumors keep this much liver under the surface (main.py --syn_rim_mm; "
                              "0: the original)")
+    parser.add_argument("--synthesis", choices=("ellipsoid", "growth"), default="ellipsoid",
+                        help="growth: time the growth model per size class and against the ellipsoid model")
+    parser.add_argument("--device", default="cpu", help="growth model: device of the input tensors (cpu, cuda)")
+    parser.add_argument("--growth-grid-mm", type=float, default=2.0,
+                        help="growth model: simulation grid spacing in mm (TumorGenerated's default 2; published 1)")
+    parser.add_argument("--organ", default="liver", choices=("liver", "pancreas", "kidney"),
+                        help="growth model: organ of the phantom case")
+    parser.add_argument("--mix-samples", type=int, default=40,
+                        help="growth model: samples of the default mix per model")
     parser.add_argument(
         "--calibrate-texture", action="store_true", help="calibrate and check the texture model instead of timing"
     )
@@ -432,6 +550,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args) -> None:
     if args.calibrate_texture:
         run_calibration(args)
+    elif args.synthesis == "growth":
+        run_growth_timing(args)
     else:
         run_timing(args)
 

@@ -70,10 +70,13 @@ def build_train_dataset(
     )
 
 
-def build_train_loader(dataset, batch_size: int, workers: int, ctx: DistContext, seed: int = 0) -> DataLoader:
+def build_train_loader(dataset, batch_size: int, workers: int, ctx: DistContext, seed: int = 0,
+                       samples_on_device: bool = False) -> DataLoader:
     """Shuffling loader; under DDP a ``DistributedSampler`` gives each rank other cases.
 
     Call :func:`prepare_epoch` before iterating each epoch: it reshuffles and reseeds.
+    ``samples_on_device``: the pipeline already puts samples on the GPU (synthesis on the
+    GPU), so they are not pinned (only host memory can be).
     """
     sampler = (
         DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
@@ -86,7 +89,7 @@ def build_train_loader(dataset, batch_size: int, workers: int, ctx: DistContext,
         shuffle=sampler is None,
         sampler=sampler,
         num_workers=workers,
-        pin_memory=ctx.device.type == "cuda",
+        pin_memory=ctx.device.type == "cuda" and not samples_on_device,
         generator=torch.Generator(),
     )
 

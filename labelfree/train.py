@@ -45,6 +45,7 @@ from labelfree.distributed import (
     print0,
     resolve_device,
 )
+from labelfree.synthesis_args import check_synthesis_args
 from labelfree.transforms import get_transforms
 
 
@@ -70,6 +71,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                             "than --syn_qc_threshold of their voxels as tumor, else it reverts to its healthy original")
     group.add_argument("--syn_qc_threshold", default=None, type=float,
                        help="with --syn_qc: minimum recognised fraction of the synthetic tumor voxels (default 0.7)")
+    # Synthesis model (tumor_synthesis.TumorGenerated's ``synthesis``); kept in the checkpoint's args.
+    group.add_argument("--synthesis", default="ellipsoid", choices=("ellipsoid", "growth"),
+                       help="with --syn: the original's deformed ellipsoids, or tumors grown by a cellular automaton "
+                            "(Pixel2Cancer's growth model; liver, pancreas, kidney, multi)")
+    group.add_argument("--syn_grid_mm", default=None, type=float,
+                       help="with --synthesis growth: spacing (mm) of the growth simulation grid (default 2; the "
+                            "published model: 1, about 10 times slower)")
+    group.add_argument("--syn_device", default="loader", choices=("loader", "cuda"),
+                       help="with --syn: where synthesis and the augmentations after it run: in the loader (its "
+                            "workers, on the CPU) or on this process's GPU in the training step (needs --workers 0)")
     group.add_argument("--cache_num", default=500, type=int,
                        help="cache the preprocessed (loaded, oriented, resampled) training cases, at most this many; "
                             "the rest are preprocessed on every draw (the original's cache never rotated, so cases "
@@ -220,7 +231,7 @@ def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx:
 #: Flags whose change makes a resumed run differ from the interrupted one.
 RESUME_SENSITIVE_FLAGS = ("max_epochs", "warmup_epochs", "lrschedule", "optim_name", "optim_lr", "reg_weight",
                           "batch_size", "model_name", "swin_type", "syn", "syn_rim_mm", "syn_qc", "syn_qc_threshold",
-                          "organ", "json_dir", "seed")
+                          "organ", "json_dir", "seed", "synthesis", "syn_grid_mm")
 
 
 def warn_changed_flags(saved: dict, args: argparse.Namespace, ctx: DistContext) -> None:
@@ -266,6 +277,9 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> RunSettings
         args.syn_qc_threshold = DEFAULT_QC_THRESHOLD if args.syn_qc_threshold is None else args.syn_qc_threshold
         if not 0.0 <= args.syn_qc_threshold < 1.0:
             raise ValueError(f"--syn_qc_threshold must be in [0, 1), got {args.syn_qc_threshold}")
+        if args.syn_device != "loader":
+            raise ValueError("--syn_qc carries the healthy crop from the loader: use it with --syn_device loader")
+    check_synthesis_args(args, device)
     if args.use_pretrained and args.model_name != "swin_unetrv2":
         raise ValueError("--use_pretrained loads Swin-ViT encoder weights: it needs --model_name swin_unetrv2")
     # Weight files are checked now, not after minutes of caching.
@@ -329,12 +343,15 @@ def build_loaders(args: argparse.Namespace, settings: RunSettings, datalists: di
     train_transform = get_transforms(
         "train", **preprocessing, roi_size=settings.roi, syn=args.syn, organ=settings.organ,
         syn_rim_mm=args.syn_rim_mm, time_synthesis=True, keep_healthy=args.syn_qc is not None,
+        synthesis=args.synthesis, syn_grid_mm=args.syn_grid_mm,
+        syn_device=ctx.device if args.syn_device == "cuda" else None,
     )
     train_ds = build_train_dataset(
         with_case_index(datalists["training"]), train_transform, args.cache_num, args.cache_rate, args.workers,
         progress=ctx.is_main,
     )
-    train_loader = build_train_loader(train_ds, args.batch_size, args.workers, ctx, seed=args.seed)
+    train_loader = build_train_loader(train_ds, args.batch_size, args.workers, ctx, seed=args.seed,
+                                      samples_on_device=args.syn_device == "cuda")
     val_loader = build_val_loader(
         with_case_index(datalists["validation"]), get_transforms("val", **preprocessing), args.workers, ctx
     )

@@ -89,6 +89,9 @@ def get_transforms(
     syn_rim_mm: float | None = None,
     time_synthesis: bool = False,
     keep_healthy: bool = False,
+    synthesis: str = "ellipsoid",
+    syn_grid_mm: float | None = None,
+    syn_device=None,
 ) -> Compose:
     """Build the pipeline of ``mode`` (see the module docstring for the order).
 
@@ -111,6 +114,13 @@ def get_transforms(
         keep_healthy: with ``syn``, carry the sample as it was before synthesis under
             ``image_healthy`` / ``label_healthy``, cropped and augmented exactly like it (for the
             quality control of ``labelfree.quality_control``).
+        synthesis: synthesis model of ``TumorGenerated``: ``"ellipsoid"`` (the original) or
+            ``"growth"`` (the cellular automaton).
+        syn_grid_mm: growth model only: simulation grid spacing (mm); None: the transform's
+            default (2 mm).
+        syn_device: None (synthesis where the sample is: the loader's CPU) or a device the
+            sample is moved to before synthesis, e.g. ``cuda``: synthesis and augmentation then
+            run on the GPU, in a loader without worker processes.
 
     Returns:
         A flat ``monai.transforms.Compose``.
@@ -127,7 +137,7 @@ def get_transforms(
         return Compose(_load_and_resample(keys, space) + [_scale_intensity(a_min, a_max)])
 
     roi_size = tuple(int(r) for r in roi_size)
-    synthesis = [_tumor_synthesis(organ, syn_prob, syn_rim_mm)] if syn else []
+    synthesis = [_tumor_synthesis(organ, syn_prob, syn_rim_mm, synthesis, syn_grid_mm, syn_device)] if syn else []
     if synthesis and time_synthesis:
         from labelfree.step_timer import TimedTransform
 
@@ -202,7 +212,8 @@ def _scale_intensity(a_min: float, a_max: float, keys=IMAGE_KEY) -> ScaleIntensi
     return ScaleIntensityRanged(keys=keys, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)
 
 
-def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None):
+def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None, model: str = "ellipsoid",
+                     grid_mm: float | None = None, device=None):
     # Imported here: the non-synthetic pipelines (validation, inference) need nothing from the
     # synthesis package.
     from tumor_synthesis import TumorGenerated
@@ -210,4 +221,6 @@ def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None):
     # In place: the sample reaching this step is already a private copy (CacheDataset with
     # copy_cache=True, or a fresh load for uncached cases), so a second copy of two full volumes
     # would only cost time (about 35 ms a sample at 1 mm, more than painting tiny tumors).
-    return TumorGenerated(keys=(IMAGE_KEY, LABEL_KEY), prob=prob, organ=organ, inplace=True, surface_rim_mm=rim_mm)
+    grid = {} if grid_mm is None else {"growth_grid_mm": grid_mm}
+    return TumorGenerated(keys=(IMAGE_KEY, LABEL_KEY), prob=prob, organ=organ, inplace=True, surface_rim_mm=rim_mm,
+                          synthesis=model, device=device, **grid)

@@ -12,7 +12,10 @@ and are scored on the SAME held-out phantom tumor cases:
 * ``synthetic_no_rim``: the synthetic arm with the original's clipping of tumors at the
   liver surface (``--syn_rim_mm 0``): the ``synthetic`` and ``mixed`` arms keep
   ``--syn_rim_mm`` (3 mm) of liver between a tumor and the surface, and this arm measures
-  what that changes.
+  what that changes;
+* ``growth``: the synthetic arm with the growth model (``--synthesis growth``: tumors grown
+  by the cellular automaton, Pixel2Cancer's rules) instead of the ellipsoids; same healthy
+  cases, same budget, same held-out cases.
 
 The tumor cases are split once: the first ``--n_real_train`` train the real and mixed
 arms, the rest are the held-out validation set of every arm (never trained on). Arms
@@ -45,9 +48,9 @@ from labelfree.checkpoint import CHECKPOINT_BEST
 from labelfree.datalist import read_datalist_json
 from labelfree.io import write_json_atomic
 
-ARMS = ("real", "synthetic", "mixed", "synthetic_no_rim")
+ARMS = ("real", "synthetic", "mixed", "synthetic_no_rim", "growth")
 #: Arms that paint synthetic tumors.
-SYN_ARMS = ("synthetic", "mixed", "synthetic_no_rim")
+SYN_ARMS = ("synthetic", "mixed", "synthetic_no_rim", "growth")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -117,7 +120,8 @@ def build_datalists(args: argparse.Namespace, folder: Path) -> dict[str, Path]:
         raise SystemExit(f"error: --n_real_train must leave held-out cases: {len(tumor_cases)} tumor cases in "
                          f"{root}, --n_real_train {args.n_real_train}")
     real_train, held_out = tumor_cases[: args.n_real_train], tumor_cases[args.n_real_train:]
-    training = {"real": real_train, "synthetic": healthy, "mixed": healthy + real_train, "synthetic_no_rim": healthy}
+    training = {"real": real_train, "synthetic": healthy, "mixed": healthy + real_train, "synthetic_no_rim": healthy,
+                "growth": healthy}
     paths = {}
     for arm, items in training.items():
         datalist = {
@@ -148,6 +152,8 @@ def train_command(args: argparse.Namespace, arm: str, datalist: Path, n_train: i
     ]
     if arm not in SYN_ARMS:
         return command
+    if arm == "growth":  # the growth model has no surface rim: the organ edge stops it
+        return command + ["--syn", "--synthesis", "growth"]
     return command + ["--syn", f"--syn_rim_mm={0.0 if arm == 'synthetic_no_rim' else args.syn_rim_mm}"]
 
 

@@ -167,19 +167,23 @@ def test_experiment_datalists_share_one_held_out_set_disjoint_from_training(tmp_
     assert lists["synthetic"]["training"] == healthy
     assert lists["mixed"]["training"] == healthy + tumors[:2]
     assert lists["synthetic_no_rim"]["training"] == healthy
+    assert lists["growth"]["training"] == healthy
 
 
 def test_experiment_arms_get_the_same_number_of_steps(tmp_path):
     args = run_experiment.get_args_parser().parse_args(["--steps", "600", "--batch_size", "2"])
     plans = {}
-    for arm, n_train in (("real", 4), ("synthetic", 8), ("mixed", 12), ("synthetic_no_rim", 8)):
+    for arm, n_train in (("real", 4), ("synthetic", 8), ("mixed", 12), ("synthetic_no_rim", 8), ("growth", 8)):
         command = run_experiment.train_command(args, arm, tmp_path / f"{arm}.json", n_train, tmp_path / arm)
         flags = dict(c.split("=", 1) for c in command if c.startswith("--") and "=" in c)
         epochs = int(flags["--max_epochs"])
         plans[arm] = (epochs * math.ceil(n_train / 2), "--syn" in command, flags["--val_every"] == str(epochs),
                       flags.get("--syn_rim_mm"))
+        if arm == "growth":
+            assert command[command.index("--synthesis") + 1] == "growth"
     assert plans == {"real": (600, False, True, None), "synthetic": (600, True, True, "3.0"),
-                     "mixed": (600, True, True, "3.0"), "synthetic_no_rim": (600, True, True, "0.0")}
+                     "mixed": (600, True, True, "3.0"), "synthetic_no_rim": (600, True, True, "0.0"),
+                     "growth": (600, True, True, None)}
 
 
 def test_experiment_rejects_a_split_without_held_out_cases(tmp_path):

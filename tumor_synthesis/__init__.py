@@ -11,10 +11,14 @@ are pure numpy functions driven by a ``numpy.random.Generator``:
 * :mod:`tumor_synthesis.organs`: organ profiles (window, labels, laws), as data: liver,
   lung (nodules), pancreas, kidney, and the multi-organ label convention;
 * :mod:`tumor_synthesis.engine`: one sample from all of the above;
+* :mod:`tumor_synthesis.growth`, :mod:`tumor_synthesis.growth_engine`: the growth model
+  (a cellular automaton in torch, as Pixel2Cancer), ``TumorGenerated(synthesis="growth")``;
 * :mod:`tumor_synthesis.preview`: PNG previews (``python -m tumor_synthesis.preview``).
 """
 
 from tumor_synthesis.engine import SynthesisPlan, SynthesisResult, synthesize_tumors
+from tumor_synthesis.growth import GROWTH_RULES, GrowthRules, get_growth_rules
+from tumor_synthesis.growth_engine import GrowthPlan, GrowthResult, grow_tumors
 from tumor_synthesis.organs import (
     LesionKind,
     MultiOrganProfile,
@@ -24,7 +28,7 @@ from tumor_synthesis.organs import (
     with_surface_rim,
 )
 from tumor_synthesis.sizes import SIZE_CLASSES, TUMOR_TYPES
-from tumor_synthesis.transform import TumorGenerated
+from tumor_synthesis.transform import SYNTHESIS_MODELS, TumorGenerated
 
 __all__ = [
     "TumorGenerated",
@@ -39,4 +43,11 @@ __all__ = [
     "with_surface_rim",
     "SIZE_CLASSES",
     "TUMOR_TYPES",
+    "SYNTHESIS_MODELS",
+    "grow_tumors",
+    "GrowthPlan",
+    "GrowthResult",
+    "GrowthRules",
+    "GROWTH_RULES",
+    "get_growth_rules",
 ]
