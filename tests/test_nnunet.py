@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import multiprocessing.pool
-from pathlib import Path
 
 import numpy as np
 import pytest

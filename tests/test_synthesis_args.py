@@ -34,9 +34,10 @@ def test_inconsistent_synthesis_flags_are_refused(data_root, capsys, flags, mess
 
 def _loader(data_root, argv):
     args = train_cli.get_args_parser().parse_args([*data_flags(data_root), "--syn", *SMALL, *argv])
-    train_cli.complete_args(args, torch.device("cpu"))
-    loader, _ = train_cli.build_loaders(args, train_cli.load_datalists(args), DistContext())
-    synthesis = next(t for t in loader.dataset.transform.transforms if isinstance(t, TumorGenerated))
+    settings = train_cli.complete_args(args, torch.device("cpu"))
+    loader, _ = train_cli.build_loaders(args, settings, train_cli.load_datalists(args), DistContext())
+    synthesis = next(getattr(t, "transform", t) for t in loader.dataset.transform.transforms
+                         if isinstance(getattr(t, "transform", t), TumorGenerated))  # inside the timing wrapper
     return args, loader, synthesis
 
 

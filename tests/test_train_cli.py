@@ -234,9 +234,10 @@ def test_syn_rim_reaches_the_synthesis_transform(data_root):
     def synthesis(argv):
         args = train_cli.get_args_parser().parse_args([*data_flags(data_root), "--syn", "--workers", "0", *SMALL,
                                                        *argv])
-        train_cli.complete_args(args, torch.device("cpu"))
-        loader, _ = train_cli.build_loaders(args, train_cli.load_datalists(args), DistContext())
-        return next(t for t in loader.dataset.transform.transforms if isinstance(t, TumorGenerated))
+        settings = train_cli.complete_args(args, torch.device("cpu"))
+        loader, _ = train_cli.build_loaders(args, settings, train_cli.load_datalists(args), DistContext())
+        return next(getattr(t, "transform", t) for t in loader.dataset.transform.transforms
+                         if isinstance(getattr(t, "transform", t), TumorGenerated))  # inside the timing wrapper
 
     assert synthesis([]).profile.surface_rim_mm == 0.0  # the original's clipping by default
     assert synthesis(["--syn_rim_mm", "3"]).profile.surface_rim_mm == 3.0
