@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.data import DataLoader, Dataset
@@ -45,7 +44,8 @@ from labelfree.evaluation.scoring import score_label_pairs
 from labelfree.networks import MODEL_NAMES, SWIN_FEATURE_SIZES, build_model
 from labelfree.checkpoint import CheckpointError, load_checkpoint
 from labelfree.datalist import DatalistError, check_datalist_files, load_datalist
-from labelfree.labels import LabelError, as_integer_labels, list_nifti_files, nifti_stem
+from labelfree.labels import LabelError, as_integer_labels
+from labelfree.readers import ReaderError, case_name, list_image_files, read_geometry, read_volume
 from labelfree.transforms import get_transforms
 
 #: Settings that must match training: validation flag -> (checkpoint ``args`` key(s), fallback).
@@ -72,7 +72,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--val_dir", default=None, help="root that the datalist's relative paths are relative to")
     data.add_argument("--json_dir", default=None, help="datalist JSON; its 'validation' list is evaluated")
-    data.add_argument("--images", default=None, metavar="DIR", help="segment every NIfTI file in DIR (no labels, no scores)")
+    data.add_argument("--images", default=None, metavar="DIR", help="segment every scan in DIR: NIfTI, NRRD, MetaImage files and DICOM "
+                      "sub-folders (no labels, no scores)")
 
     model = parser.add_argument_group("network (defaults: the values saved in the checkpoint)")
     model.add_argument("--log_dir", default=None, help="training run folder holding model.pt; names the output folder")
@@ -188,9 +189,9 @@ def collect_cases(args: argparse.Namespace) -> list[dict]:
         folder = Path(args.images)
         if not folder.is_dir():
             raise UsageError(f"--images {folder}: not a folder")
-        items = [{"image": str(p.absolute())} for p in list_nifti_files(folder, "*.nii*")]
+        items = [{"image": str(p.absolute())} for p in list_image_files(folder)]
         if not items:
-            raise UsageError(f"--images {folder}: no .nii / .nii.gz files found")
+            raise UsageError(f"--images {folder}: no scan found (NIfTI, NRRD, MetaImage or DICOM sub-folders)")
     elif args.json_dir:
         items = load_datalist(args.json_dir, "validation", args.val_dir)
         if not items:
@@ -202,7 +203,7 @@ def collect_cases(args: argparse.Namespace) -> list[dict]:
     names: dict[str, str] = {}
     problems = []
     for item in items:
-        item["name"] = nifti_stem(Path(item["image"]).name)
+        item["name"] = case_name(item["image"])
         if item["name"] in names:
             problems.append(f"two cases named {item['name']}: {names[item['name']]} and {item['image']}")
         names[item["name"]] = item["image"]
@@ -216,7 +217,7 @@ def collect_cases(args: argparse.Namespace) -> list[dict]:
 
 
 def _grid_problems(image_path: str, label_path: str) -> list[str]:
-    image, label = nib.load(image_path), nib.load(label_path)
+    image, label = read_geometry(image_path), read_geometry(label_path)
     if image.shape[:3] != label.shape[:3]:
         return [f"label {label_path} has shape {label.shape}, its image {image_path} {image.shape}"]
     if not np.allclose(image.affine, label.affine, atol=1e-2):
@@ -234,11 +235,9 @@ def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
 
 def score_case(pred: np.ndarray, label_path: str, profile, tolerance_mm: float) -> dict:
     """Dice, NSD and lesion counts of one prediction against its label file (at the label's spacing)."""
-    label_nii = nib.load(label_path)
-    label = as_integer_labels(np.asanyarray(label_nii.dataobj), what=f"label {label_path}")
-    if label.ndim == 4 and label.shape[3] == 1:
-        label = label[..., 0]
-    return score_label_pairs(pred, label, voxel_spacing(label_nii.affine), label_pairs(profile), tolerance_mm)
+    label_volume = read_volume(label_path)
+    label = as_integer_labels(label_volume.array, what=f"label {label_path}")
+    return score_label_pairs(pred, label, voxel_spacing(label_volume.affine), label_pairs(profile), tolerance_mm)
 
 
 def build_network(args: argparse.Namespace) -> torch.nn.Module:
@@ -275,7 +274,7 @@ def evaluate(
     for case, batch in zip(cases, progress):
         progress.set_postfix_str(case["name"])
         pred = predictor.predict_batch(batch)[0]
-        image_nii = nib.load(case["image"])
+        image_nii = read_geometry(case["image"])  # any format: shape and RAS affine of the input grid
         if postprocess:
             pred = postprocess_labels(pred, voxel_spacing(image_nii.affine), pairs, DEFAULT_TUMOR_MARGIN_MM)
         report.save_prediction(pred, image_nii, out_dir / "pred" / f"{case['name']}.nii.gz")
@@ -353,7 +352,7 @@ def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         main(args)
-    except (UsageError, DatalistError, CheckpointError, LabelError) as e:
+    except (UsageError, DatalistError, CheckpointError, LabelError, ReaderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
