@@ -240,7 +240,8 @@ def read_volume(path: str | os.PathLike, scaled: bool = True) -> Volume:
     except ReaderError:
         raise
     except Exception as e:  # ITK raises RuntimeError and others for damaged files
-        raise ReaderError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
+        first_line = (str(e).strip().splitlines() or [""])[0]  # ITK appends pages of wrapped types
+        raise ReaderError(f"{path}: unreadable ({type(e).__name__}: {first_line}){_seg_nrrd_hint(path)}") from e
     return Volume(_as_3d(np.asarray(data), path), np.asarray(meta["affine"], dtype=np.float64), fmt)
 
 
@@ -302,12 +303,15 @@ def _as_3d(data: np.ndarray, path) -> np.ndarray:
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise ReaderError(
-            f"{path}: expected a 3D volume, got shape {tuple(data.shape)}"
-            + (" (a .seg.nrrd with overlapping segments has one layer per segment: export a label map)"
-               if str(path).lower().endswith(".seg.nrrd") else "")
-        )
+        raise ReaderError(f"{path}: expected a 3D volume, got shape {tuple(data.shape)}{_seg_nrrd_hint(path)}")
     return data
+
+
+def _seg_nrrd_hint(path) -> str:
+    if not str(path).lower().endswith(".seg.nrrd"):
+        return ""
+    return (" (a .seg.nrrd with overlapping segments stores one layer per segment, a 4D array: "
+            "export a label map from 3D Slicer)")
 
 
 def same_grid(a: np.ndarray, b: np.ndarray, shape_a, shape_b, tolerance_mm: float = GRID_TOLERANCE_MM) -> bool:
