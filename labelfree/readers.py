@@ -5,7 +5,7 @@ Every reader of the project goes through here: the transform pipelines
 datalist and data checks, ``transfer_label.py``, ``validation.py`` (geometry of the
 predictions) and ``scripts/fetch_sample_ct.py``.
 
-Formats and readers (MONAI's own reader classes, chosen by :class:`FormatReader`):
+Formats and readers (MONAI's own reader classes, chosen by :class:`labelfree.format_reader.FormatReader`):
 
 =============  ============================================  =============================
 format         what a datalist names                         reader
@@ -24,7 +24,9 @@ convention. NRRD, MetaImage and DICOM store LPS+ coordinates; ``ITKReader`` with
 with this affine therefore places every voxel at the same world point as the input's voxel.
 
 ITK is imported only when a non-NIfTI file is read (its first import takes several
-seconds); NIfTI data keep the nibabel path they always had.
+seconds); NIfTI data keep the nibabel path they always had. MONAI (and torch) are imported
+only by the reader class (``labelfree.format_reader``), so the checkers that read NIfTI
+through this module start fast.
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from monai.data import ImageReader, NibabelReader
-from monai.utils import ensure_tuple
 
 #: Format name -> file name endings (checked in this order; ``.seg.nrrd`` is an ``.nrrd``).
 SUFFIXES = {
@@ -122,64 +122,15 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: natural_key(p.name))
 
 
-def _itk_reader():
-    from monai.data import ITKReader
-
-    # reverse_indexing (default): arrays come out in ITK's index order (i, j, k), not numpy's (k, j, i).
-    return ITKReader(affine_lps_to_ras=True)
-
-
-class FormatReader(ImageReader):
-    """A MONAI ``ImageReader`` that hands each path to the reader of its format.
-
-    ``LoadImage`` given a list of readers would try them one after another, catching every
-    error (a NIfTI file would be read by ITK first); this reader decides from the name
-    alone, so a format is always read by the same library, and an unsupported or missing
-    path fails with its name. ``ITKReader`` is built on first use.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._readers = {"nifti": NibabelReader()}
-
-    def reader_for(self, fmt: str):
-        """The MONAI reader of a format (one of :data:`FORMATS`)."""
-        if fmt not in self._readers:
-            self._readers[fmt] = _itk_reader()
-        return self._readers[fmt]
-
-    def verify_suffix(self, filename) -> bool:
-        return all(image_format(f) is not None for f in ensure_tuple(filename))
-
-    def read(self, data, **kwargs):
-        names = ensure_tuple(data)
-        for n in names:
-            _checked_format(n)
-        formats = {image_format(n) for n in names}
-        if len(formats) != 1:
-            raise ReaderError(f"{list(names)}: files of different formats cannot be stacked as channels")
-        reader = self.reader_for(formats.pop())
-        return _Read(reader, reader.read(data, **kwargs))
-
-    def get_data(self, img):
-        return img.reader.get_data(img.obj)
-
-
-@dataclass
-class _Read:
-    """What :meth:`FormatReader.read` returns: the format's reader and its image object."""
-
-    reader: object
-    obj: object
-
-
 def supported_text() -> str:
     return ", ".join(s for suffixes in SUFFIXES.values() for s in suffixes) + ", or a folder of DICOM slices"
 
 
 def load_transform(keys: Sequence[str], **kwargs):
-    """``monai.transforms.LoadImaged`` reading ``keys`` with :class:`FormatReader`."""
+    """``monai.transforms.LoadImaged`` reading ``keys`` with :class:`labelfree.format_reader.FormatReader`."""
     from monai.transforms import LoadImaged
+
+    from labelfree.format_reader import FormatReader
 
     return LoadImaged(keys=keys, reader=FormatReader(), **kwargs)
 
@@ -234,6 +185,8 @@ def read_volume(path: str | os.PathLike, scaled: bool = True) -> Volume:
         except Exception as e:  # nibabel, gzip and zlib raise many types for damaged files
             raise ReaderError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
         return Volume(_as_3d(data, path), np.asarray(img.affine, dtype=np.float64), fmt, img.header)
+    from labelfree.format_reader import FormatReader
+
     reader = FormatReader()
     try:
         data, meta = reader.get_data(reader.read(os.fspath(path)))
