@@ -72,8 +72,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--val_dir", default=None, help="root that the datalist's relative paths are relative to")
     data.add_argument("--json_dir", default=None, help="datalist JSON; its 'validation' list is evaluated")
-    data.add_argument("--images", default=None, metavar="DIR", help="segment every scan in DIR: NIfTI, NRRD, MetaImage files and DICOM "
-                      "sub-folders (no labels, no scores)")
+    data.add_argument("--images", default=None, metavar="DIR",
+                      help="segment every scan in DIR: NIfTI, NRRD, MetaImage files and DICOM sub-folders "
+                           "(no labels, no scores)")
 
     model = parser.add_argument_group("network (defaults: the values saved in the checkpoint)")
     model.add_argument("--log_dir", default=None, help="training run folder holding model.pt; names the output folder")
