@@ -145,17 +145,18 @@ class Volume:
         affine: 4x4 voxel index -> RAS+ world mm.
         format: one of :data:`FORMATS`.
         header: the nibabel header of a NIfTI file (kept for predictions), else ``None``.
+        grid_shape: (H, W, D) when ``array`` is ``None`` (:func:`read_geometry`).
     """
 
     array: np.ndarray | None
     affine: np.ndarray
     format: str
     header: object = None
-    shape_: tuple[int, ...] | None = None
+    grid_shape: tuple[int, ...] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape) if self.array is not None else tuple(self.shape_)
+        return tuple(self.array.shape) if self.array is not None else tuple(self.grid_shape)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
