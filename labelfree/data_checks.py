@@ -29,6 +29,7 @@ import numpy as np
 
 from labelfree.datalist import DatalistError, load_datalist, read_datalist_json
 from labelfree.labels import LabelError, as_integer_labels, label_value_counts
+from labelfree.readers import ReaderError, case_name, path_exists, read_volume
 
 AFFINE_TOLERANCE_MM = 1e-3
 SPLITS = ("training", "validation")
@@ -70,12 +71,8 @@ class CaseCheck:
 
     @property
     def name(self) -> str:
-        """Short case name: the image file name without extension."""
-        name = os.path.basename(self.image)
-        for suffix in (".nii.gz", ".nii"):
-            if name.endswith(suffix):
-                return name[: -len(suffix)]
-        return name
+        """Short case name: the image file (or DICOM folder) name without its format suffix."""
+        return case_name(self.image)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -96,7 +93,7 @@ def check_case(
     """Check one image/label pair; never raises for bad data, records problems instead.
 
     Args:
-        image_path: CT image (NIfTI).
+        image_path: CT image (NIfTI, NRRD, MetaImage or a DICOM folder; labelfree.readers).
         label_path: its label, or ``None`` (image-only entry: only the image is checked).
         allowed_labels: label values allowed; ``None`` allows any integer value.
         organ_labels: value(s) that make up the organ; the organ must not be empty.
@@ -107,25 +104,23 @@ def check_case(
     result = CaseCheck(split, index, str(image_path), None if label_path is None else str(label_path))
     image = _load(image_path, "image", result.problems, scaled=False)
     if image is not None:
-        img, data = image
-        result.shape = tuple(int(s) for s in data.shape)
-        result.spacing = tuple(round(float(z), 4) for z in img.header.get_zooms()[:3])
-        if data.ndim != 3:
-            result.problems.append(f"image is not 3D: shape {result.shape}")
+        result.shape = tuple(int(s) for s in image.shape)
+        result.spacing = tuple(round(float(z), 4) for z in image.spacing)
     if label_path is None:
         return result
     label = _load(label_path, "label", result.problems, scaled=True)
     if label is None:
         return result
-    label_img, label_data = label
     if image is not None:
-        if tuple(label_data.shape) != tuple(image[1].shape):
-            result.problems.append(f"shape mismatch: image {tuple(image[1].shape)} vs label {tuple(label_data.shape)}")
-        diff = float(np.max(np.abs(np.asarray(image[0].affine) - np.asarray(label_img.affine))))
+        if tuple(label.shape) != tuple(image.shape):
+            result.problems.append(f"shape mismatch: image {tuple(image.shape)} vs label {tuple(label.shape)}")
+        diff = float(np.max(np.abs(image.affine - label.affine)))
         if diff > affine_tolerance_mm:
+            # Affines are RAS+ whatever the formats (labelfree.readers), so an .nrrd label of a
+            # DICOM image compares like two NIfTI files.
             result.problems.append(f"affine mismatch: image and label differ by up to {diff:.4g} mm")
     try:
-        values = as_integer_labels(label_data, "label")
+        values = as_integer_labels(label.array, "label")
     except LabelError as e:
         result.problems.append(str(e))
         return result
@@ -138,36 +133,28 @@ def check_case(
             result.problems.append(f"unexpected label values {unexpected} (allowed: {sorted(allowed_labels)})")
     if organ_labels:
         result.organ_voxels = int(sum(counts.get(v, 0) for v in organ_labels))
-        zooms = label_img.header.get_zooms()[:3]
-        result.organ_ml = result.organ_voxels * float(np.prod(zooms)) / 1000.0
+        result.organ_ml = result.organ_voxels * float(np.prod(label.spacing)) / 1000.0
         if result.organ_voxels == 0:
             result.problems.append(f"organ empty: no voxel of label {'/'.join(map(str, organ_labels))}")
     return result
 
 
 def _load(path: str, what: str, problems: list[str], scaled: bool):
-    """(nibabel image, voxel data) or ``None`` with a problem recorded.
+    """The whole :class:`labelfree.readers.Volume`, or ``None`` with a problem recorded.
 
-    ``scaled=False`` reads the stored values without applying scl_slope/scl_inter: the
-    image's values are not checked, and scaling would turn an int16 CT into float64 (4x
-    the memory).
+    Reading the data (not only the header) is what detects a truncated or corrupt gzip
+    stream. ``scaled=False`` reads NIfTI's stored values without applying
+    scl_slope/scl_inter: the image's values are not checked, and scaling would turn an
+    int16 CT into float64 (4x the memory).
     """
-    import nibabel as nib
-
-    if not os.path.isfile(path):
+    if not path_exists(path):
         problems.append(f"{what} file missing: {path}")
         return None
     try:
-        img = nib.load(path)
-        # Reading the data is what detects a truncated or corrupt gzip stream.
-        proxy = img.dataobj
-        data = np.asanyarray(proxy if scaled or not hasattr(proxy, "get_unscaled") else proxy.get_unscaled())
-    except Exception as e:  # nibabel, gzip and zlib raise many types for damaged files
-        problems.append(f"{what} file unreadable: {path} ({type(e).__name__}: {e})")
+        return read_volume(path, scaled=scaled)
+    except ReaderError as e:
+        problems.append(f"{what} file unreadable: {e}")
         return None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    return img, data
 
 
 def declared_labels(json_path: str | os.PathLike) -> tuple[int, ...] | None:

@@ -73,25 +73,26 @@ def load_datalist(json_path: str | os.PathLike, split: str, base_dir: str | os.P
 def find_unreadable_files(items: Iterable[dict], keys: Sequence[str] = PATH_KEYS, load_header: bool = True) -> list[str]:
     """List every problem with the files that ``items`` name, one line each.
 
-    A file is a problem when it does not exist, or (``load_header``) when nibabel cannot
-    read its header. Reading only the header keeps this check fast for hundreds of cases.
+    A file is a problem when it does not exist (a DICOM series: an empty folder), is not
+    in a supported format, or (``load_header``) is a NIfTI file whose header nibabel cannot
+    read. Reading only headers keeps this check fast for hundreds of cases; see
+    :func:`labelfree.readers.check_readable`.
     """
+    from labelfree.readers import check_readable, path_exists
+
     problems = []
     for item in items:
         for key in keys:
             path = item.get(key)
             if path is None:
                 continue
-            if not os.path.isfile(path):
+            if not path_exists(path):
                 problems.append(f"{key} file missing: {path}")
                 continue
             if load_header:
-                try:
-                    import nibabel as nib
-
-                    nib.load(path)
-                except Exception as e:  # nibabel raises several types for corrupt files
-                    problems.append(f"{key} file unreadable: {path} ({type(e).__name__}: {e})")
+                problem = check_readable(path)
+                if problem:
+                    problems.append(f"{key} file {problem}")
     return problems
 
 

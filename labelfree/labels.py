@@ -74,7 +74,7 @@ class DatasetLayout:
     @property
     def source_dir(self) -> str:
         """Folder whose files are the cases: labels, or images for the chest datasets."""
-        return self.image_dir if self.organ == "lung" and self.name in ("chest", "lndb") else self.label_dir
+        return self.image_dir if self.organ == "lung" and self.name in IMAGE_DRIVEN else self.label_dir
 
     def converted_name(self, source_name: str) -> str:
         """File name in ``label/`` of the converted ``source_name`` label."""
@@ -95,6 +95,19 @@ def rename_once(name: str, rename: tuple[str, str] | None) -> str:
         return name
     old, new = rename
     return name.replace(old, new, 1)
+
+
+#: Datasets listed by their images (a chest CT may come without a label; LNDb has one mask per reader).
+IMAGE_DRIVEN = ("chest", "lndb", "lndb_mhd")
+#: TotalSegmentator ``total`` classes (``totalsegmentator/map_to_binary.py``) -> our labels, per preset.
+TOTALSEG_MAPS = {
+    "liver": {5: 1},
+    "pancreas": {7: 1},
+    "kidney": {2: 1, 3: 1},
+    "lung": {10: 1, 11: 1, 12: 1, 13: 1, 14: 1},
+    # FreeTumor's multi-organ convention: 1 liver, 3 pancreas, 5 kidney (tumors 2/4/6 do not occur).
+    "multi": {5: 1, 7: 3, 2: 5, 3: 5},
+}
 
 
 # Layouts of the original project (BTCV, TCIA, CHAOS, LiTS: names verified against the
@@ -137,6 +150,36 @@ LAYOUTS: dict[str, DatasetLayout] = {
             "lndb", "06_LNDb", "06_LNDb/label", "06_LNDb/img",
             "lndb-", "lung", None,
             "chest CT NAME + nodule label NAME -> label/lndb-NAME (0/1 lung/2 nodule)",
+        ),
+        # The public datasets in the layouts they are distributed in (any format labelfree.readers reads).
+        DatasetLayout(
+            "lndb_mhd", "LNDb", "LNDb/masks", "LNDb/data",
+            "lndb-", "lung", None,
+            "LNDb as distributed: CT LNDb-NNNN.mhd(+.raw) in data/, one nodule mask per radiologist "
+            "masks/LNDb-NNNN_radR.mhd -> label/lndb-LNDb-NNNN (0/1 lung from the CT / 2 nodule where at "
+            "least --lndb_agreement radiologists marked it)",
+            pattern="*.mhd",
+        ),
+        DatasetLayout(
+            "msd_lung", "Task06_Lung", "Task06_Lung/labelsTr", "Task06_Lung/imagesTr",
+            "msd06-", "lung", None,
+            "MSD Task06 lung_N (0/1 tumor) -> label/msd06-lung_N (0/1 lung from the CT / 2 tumor)",
+        ),
+        DatasetLayout(
+            "kits", "kits23", "kits23/dataset", "kits23/dataset",
+            "kits-", "kidney", None,
+            "KiTS case_NNNNN/segmentation (1 kidney, 2 tumor, 3 cyst) + imaging -> label/kits-case_NNNNN "
+            "(1 kidney incl. cysts / 2 tumor); every case has a tumor (validation cases)",
+            pattern="case_*",
+        ),
+        *(
+            DatasetLayout(
+                f"totalseg_{organ}", "TotalSegmentator", "TotalSegmentator/labelsTr", "TotalSegmentator/imagesTr",
+                f"ts-{organ}-", organ, None,
+                f"TotalSegmentator label map NAME (total task) + image NAME -> label/ts-{organ}-NAME "
+                f"({', '.join(f'{s}->{d}' for s, d in mapping.items())})",
+            )
+            for organ, mapping in TOTALSEG_MAPS.items()
         ),
     )
 }

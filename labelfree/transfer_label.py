@@ -32,6 +32,26 @@ datalists; each dataset folder is optional):
          --lung_label, extracted from the CT (approximate) when the label holds no lung
   generic: any other folder, relabelled with --map SRC:DST (see --dataset generic below).
 
+Public datasets in the layouts they are distributed in (images and labels in any format that
+labelfree.readers reads; outputs are NIfTI on the image's voxel grid with its RAS affine):
+
+  LNDb/data/LNDb-NNNN.mhd (+ .raw) + LNDb/masks/LNDb-NNNN_radR.mhd   (--dataset lndb_mhd)
+      -> label/lndb-LNDb-NNNN.nii.gz, 0/1 lung/2 nodule. LNDb masks hold one nodule id per
+         voxel, one file per radiologist (R = 1..3). Merge rule: a voxel is nodule when at
+         least --lndb_agreement radiologists (default 1: any of them) marked it; the lung is
+         extracted from the CT (approximate, as for 05_Chest). A mask on another grid than its
+         CT is reported and left out.
+  Task06_Lung/labelsTr/lung_N.nii.gz + imagesTr/lung_N.nii.gz      (--dataset msd_lung)
+      -> label/msd06-lung_N.nii.gz: 0/1 lung extracted from the CT, 2 tumor (MSD value 1)
+  kits23/dataset/case_NNNNN/{imaging,segmentation}.nii.gz          (--dataset kits)
+      -> label/kits-case_NNNNN.nii.gz: 1 kidney (KiTS 1, and cysts 3: benign, not the tumor
+         class), 2 tumor (KiTS 2). Every KiTS case has a tumor: these are validation cases.
+  TotalSegmentator/labelsTr/NAME.nii.gz (label map of the "total" task, e.g. the output of
+  TotalSegmentator --ml) + TotalSegmentator/imagesTr/NAME.nii.gz
+      --dataset totalseg_liver (5 -> 1), totalseg_pancreas (7 -> 1), totalseg_kidney (2, 3 -> 1),
+      totalseg_lung (lobes 10-14 -> 1), totalseg_multi (FreeTumor: liver 5 -> 1, pancreas
+      7 -> 3, kidneys 2, 3 -> 5) -> label/ts-<preset>-NAME.nii.gz
+
 Outputs are uint8 with the source label's affine and header, written atomically; sources are
 only read. Existing outputs are skipped (--overwrite redoes them). A case whose organ is
 missing or empty is NOT written (it would be a healthy case without organ) and is reported.
@@ -62,11 +82,13 @@ import zlib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
-from labelfree.io import atomic_path, write_json_atomic
+from labelfree.io import atomic_path, save_nifti_atomic, write_json_atomic
 from labelfree.labels import (
     CONVERTED_LABEL_DIR,
+    IMAGE_DRIVEN,
     LAYOUTS,
     MANIFEST_NAME,
+    TOTALSEG_MAPS,
     TUMOR_VALUES,
     DatasetLayout,
     LabelError,
@@ -75,9 +97,11 @@ from labelfree.labels import (
     label_value_counts,
     list_nifti_files,
     map_label_values,
+    natural_key,
     parse_label_map,
     read_manifest,
 )
+from labelfree.readers import ReaderError, case_name, image_format, read_geometry, read_volume, same_grid
 
 # Tumor-free LiTS cases listed by the original project; compared with what the data say.
 ORIGINAL_LITS_TUMOR_FREE = (32, 34, 38, 41, 47, 89, 91, 105, 106, 114, 115)
@@ -90,7 +114,10 @@ AFFINE_TOLERANCE_MM = 1e-3
 # What reading a damaged or odd file raises: truncated gzip (EOFError, zlib.error;
 # gzip.BadGzipFile is an OSError), a non-NIfTI file (ImageFileError), non-integer labels
 # (LabelError), a volume that is not 3D (ValueError).
-READ_ERRORS = (OSError, EOFError, zlib.error, ImageFileError, LabelError, ValueError)
+READ_ERRORS = (OSError, EOFError, zlib.error, ImageFileError, LabelError, ReaderError, ValueError)
+#: TotalSegmentator "total" task: 117 classes + background.
+TOTALSEG_VALUES = frozenset(range(118))
+KITS_VALUES = frozenset({0, 1, 2, 3})
 
 
 @dataclass
@@ -133,6 +160,7 @@ class Settings:
     label_map: dict[int, int] | None
     lung_labels: tuple[int, ...]
     nodule_label: int
+    lndb_agreement: int = 1
 
     def key(self, dataset: str) -> str:
         """The part of the settings that changes the result for ``dataset`` (cache key)."""
@@ -141,6 +169,8 @@ class Settings:
             return "map=" + ",".join(f"{s}:{d}" for s, d in sorted(mapping.items()))
         if dataset in ("chest", "lndb"):
             return f"lung={','.join(map(str, self.lung_labels))};nodule={self.nodule_label}"
+        if dataset == "lndb_mhd":
+            return f"agreement={self.lndb_agreement}"
         return ""
 
 
@@ -186,6 +216,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="value(s) of the lung in chest/LNDb source labels (repeatable; default 1)",
     )
     relabel.add_argument("--nodule_label", type=int, default=2, help="value of nodules in LNDb source labels")
+    relabel.add_argument("--lndb_agreement", type=int, default=1, metavar="N",
+                         help="lndb_mhd: a voxel is nodule when at least N radiologists' masks mark it (default 1)")
 
     generic = parser.add_argument_group("generic dataset (--dataset generic)")
     generic.add_argument("--src_dir", type=str, help="label folder, relative to --data_path")
@@ -214,7 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             label_map=parse_label_map(args.map) if args.map else None,
             lung_labels=tuple(args.lung_label or (1,)),
             nodule_label=args.nodule_label,
+            lndb_agreement=args.lndb_agreement,
         )
+        if args.lndb_agreement < 1:
+            raise ValueError(f"--lndb_agreement must be at least 1, got {args.lndb_agreement}")
         layouts = select_layouts(root, args)
     except ValueError as e:
         parser.exit(2, f"error: {e}\n")
@@ -299,9 +334,9 @@ def convert_dataset(
     outcomes = []
     settings_key = settings.key(layout.name)
     for source_name, source, image in tqdm(cases, desc=layout.name, unit="case"):
-        out_name = layout.converted_name(source_name)
+        out_name = layout.converted_name(nifti_name(source_name))
         source_rel = relative(source, root)
-        inputs = [p for p in (source, image) if p is not None and p.is_file()]
+        inputs = [p for p in (source, image, *extra_inputs(layout, image)) if p is not None and p.is_file()]
         entry = {"dataset": layout.name, "organ": layout.organ, "image": relative(image, root), "source": source_rel}
 
         if (out_dir / out_name).exists() and not overwrite:
@@ -349,6 +384,11 @@ def list_cases(root: Path, layout: DatasetLayout) -> list[tuple[str, Path, Path 
     Label-driven datasets list their label files; the chest datasets list their images
     because a healthy chest CT may come without a lung label (the source is then the image).
     """
+    if layout.name == "kits":  # one folder per case
+        folders = sorted((d for d in (root / layout.label_dir).glob(layout.pattern) if d.is_dir()),
+                         key=lambda d: natural_key(d.name))
+        return [(f"{d.name}.nii.gz", d / "segmentation.nii.gz", d / "imaging.nii.gz") for d in folders
+                if (d / "segmentation.nii.gz").is_file()]
     if layout.source_dir == layout.image_dir:
         cases = []
         for image in list_nifti_files(root / layout.image_dir, layout.pattern):
@@ -363,23 +403,65 @@ def convert_case(layout: DatasetLayout, source: Path, image: Path | None, settin
     """Read one case and convert it with the rule of its dataset.
 
     Returns:
-        (Conversion, the nibabel image whose header/affine the output keeps).
+        (Conversion, the ``labelfree.readers.Volume`` whose grid (and NIfTI header) the output keeps).
     """
-    import nibabel as nib
-
-    is_image_only = layout.name in ("chest", "lndb") and source == image
-    source_img = nib.load(str(source))
-    label = None if is_image_only else as_integer_labels(read_3d(source_img, source), str(source))
-    geometry_problems = check_image_geometry(source_img, image) if not is_image_only else []
+    is_image_only = layout.name in IMAGE_DRIVEN and source == image
+    source_volume = read_volume(source)
+    problems: list[str] = []
+    if layout.name == "lndb_mhd":
+        label, problems = count_reader_masks(lndb_masks(source), source_volume)
+    else:
+        label = None if is_image_only else as_integer_labels(source_volume.array, str(source))
+    geometry_problems = check_image_geometry(source_volume, image) if not is_image_only else []
 
     def load_image_hu() -> np.ndarray:
-        # Scaled values (HU even when stored with scl_slope/scl_inter); read only when needed.
-        return read_3d(nib.load(str(image)), image)
+        # HU (NIfTI scaling, DICOM rescale applied); read only when needed.
+        return source_volume.array if source == image else read_volume(image).array
 
     converter = CONVERTERS[layout.name]
     conversion = converter(label, load_image_hu, settings, source.name)
-    conversion.problems = geometry_problems + conversion.problems
-    return conversion, source_img
+    conversion.problems = geometry_problems + problems + conversion.problems
+    return conversion, source_volume
+
+
+def nifti_name(source_name: str) -> str:
+    """Output file name of a source: NIfTI names are kept, other formats become ``<case>.nii.gz``."""
+    return source_name if image_format(source_name) == "nifti" else f"{case_name(source_name)}.nii.gz"
+
+
+def lndb_masks(image: Path) -> list[Path]:
+    """``LNDb/masks/LNDb-NNNN_radR.mhd`` of the CT ``LNDb/data/LNDb-NNNN.mhd``, by reader number."""
+    masks = (image.parent.parent / "masks").glob(f"{case_name(image.name)}_rad*.mhd")
+    return sorted(masks, key=lambda p: natural_key(p.name))
+
+
+def extra_inputs(layout: DatasetLayout, image: Path | None) -> list[Path]:
+    """Inputs besides the source and the image (they invalidate a cached outcome too)."""
+    if layout.name == "lndb_mhd" and image is not None:
+        return lndb_masks(image)
+    return []
+
+
+def count_reader_masks(masks: Sequence[Path], image) -> tuple[np.ndarray | None, list[str]]:
+    """Per voxel, how many radiologists' masks mark a nodule (any id > 0) there, on the CT's grid.
+
+    Returns:
+        (uint8 counts, or ``None`` without any usable mask; problems: masks on another grid,
+        unreadable masks).
+    """
+    counts, problems = None, []
+    for mask_path in masks:
+        try:
+            mask = read_volume(mask_path)
+        except ReaderError as e:
+            problems.append(f"mask unreadable, left out: {e}")
+            continue
+        if not same_grid(mask.affine, image.affine, mask.shape, image.shape, AFFINE_TOLERANCE_MM):
+            problems.append(f"mask {mask_path.name} is not on the CT's voxel grid: left out")
+            continue
+        marked = (np.asarray(mask.array) > 0).astype(np.uint8)
+        counts = marked if counts is None else counts + marked
+    return counts, problems
 
 
 def read_3d(img, path: Path) -> np.ndarray:
@@ -392,20 +474,22 @@ def read_3d(img, path: Path) -> np.ndarray:
     return data
 
 
-def check_image_geometry(label_img, image: Path | None) -> list[str]:
-    """Problems between a label and its image, from the headers only (fast)."""
-    import nibabel as nib
+def check_image_geometry(label_volume, image: Path | None) -> list[str]:
+    """Problems between a label and its image (NIfTI: from the headers only, fast).
 
-    if image is None or not image.is_file():
+    Both affines are RAS (``labelfree.readers``), so an ``.nrrd`` label of a DICOM image
+    compares like two NIfTI files.
+    """
+    if image is None or not (image.is_file() or image.is_dir()):
         return [f"image missing: {image}"]
     try:
-        image_img = nib.load(str(image))
-    except Exception as e:  # nibabel raises several types for damaged headers
-        return [f"image unreadable: {image} ({type(e).__name__}: {e})"]
+        image_geometry = read_geometry(image)
+    except ReaderError as e:
+        return [f"image unreadable: {e}"]
     problems = []
-    if tuple(image_img.shape[:3]) != tuple(label_img.shape[:3]):
-        problems.append(f"shape mismatch: image {tuple(image_img.shape)} vs label {tuple(label_img.shape)}")
-    diff = float(np.max(np.abs(image_img.affine - label_img.affine)))
+    if tuple(image_geometry.shape) != tuple(label_volume.shape):
+        problems.append(f"shape mismatch: image {tuple(image_geometry.shape)} vs label {tuple(label_volume.shape)}")
+    diff = float(np.max(np.abs(image_geometry.affine - label_volume.affine)))
     if diff > AFFINE_TOLERANCE_MM:
         problems.append(f"affine mismatch with the image (max difference {diff:.4g} mm)")
     return problems
@@ -525,7 +609,72 @@ def convert_lndb(label, load_image_hu, settings: Settings, name: str) -> Convers
     return Conversion(out, problems=problems, info=info)
 
 
+def convert_lndb_mhd(label, load_image_hu, settings: Settings, name: str) -> Conversion:
+    """LNDb as distributed: ``label`` = per voxel, how many radiologists marked a nodule.
+
+    Nodule (2) where at least ``settings.lndb_agreement`` of them did, in a lung (1) extracted
+    from the CT; nodules take precedence over lung.
+    """
+    if label is None:
+        return Conversion(None, "no nodule mask", ["no usable radiologist mask (masks/NAME_radR.mhd) for this CT"])
+    nodule = label >= settings.lndb_agreement
+    lung = extract_lung_mask(load_image_hu())
+    info = [f"up to {int(label.max())} radiologist(s) per voxel; nodule where >= {settings.lndb_agreement}",
+            "lung extracted from the CT by threshold (approximate)"]
+    if not lung.any():
+        return Conversion(None, "organ empty", ["organ empty: no lung found"], info)
+    out = lung.astype(np.uint8)
+    out[nodule] = 2
+    if not nodule.any():
+        info.append("no nodule voxel: written as a healthy lung label")
+    return Conversion(out, info=info)
+
+
+def convert_msd_lung(label, load_image_hu, settings: Settings, name: str) -> Conversion:
+    """MSD Task06 Lung: 0/1 tumor only; lung (1) extracted from the CT, tumor -> 2."""
+    counts = label_value_counts(label)
+    problems = []
+    unexpected = sorted(set(counts) - {0, 1})
+    if unexpected:
+        problems.append(f"unexpected label values {unexpected} (expected 0/1 tumor)")
+    lung = extract_lung_mask(load_image_hu())
+    info = ["lung extracted from the CT by threshold (approximate)"]
+    if not lung.any():
+        return Conversion(None, "organ empty", problems + ["organ empty: no lung found"], info)
+    out = lung.astype(np.uint8)
+    out[label == 1] = 2
+    return Conversion(out, problems=problems, info=info)
+
+
+def convert_kits(label, load_image_hu, settings: Settings, name: str) -> Conversion:
+    """KiTS: 1 kidney, 2 tumor, 3 cyst -> the kidney profile's 1 kidney (cysts included), 2 tumor."""
+    counts = label_value_counts(label)
+    problems = []
+    unexpected = sorted(set(counts) - KITS_VALUES)
+    if unexpected:
+        problems.append(f"unexpected label values {unexpected} (expected 0-3)")
+    converted = map_label_values(label, {1: 1, 2: 2, 3: 1})
+    if not (converted == 1).any():
+        return Conversion(None, "organ empty", problems + ["organ empty: no kidney voxel (value 1 or 3)"])
+    info = [f"{counts[3]} cyst voxels counted as kidney"] if counts.get(3) else []
+    return Conversion(converted, problems=problems, info=info)
+
+
+def totalseg_converter(preset: str) -> Callable[..., Conversion]:
+    """TotalSegmentator label maps relabelled with :data:`labelfree.labels.TOTALSEG_MAPS` ``[preset]``."""
+
+    def convert(label, load_image_hu, settings: Settings, name: str) -> Conversion:
+        fixed = Settings({**TOTALSEG_MAPS[preset]}, settings.lung_labels, settings.nodule_label)
+        return convert_multi_organ(label, load_image_hu, fixed, name, expected=TOTALSEG_VALUES)
+
+    return convert
+
+
 CONVERTERS: dict[str, Callable[..., Conversion]] = {
+    "lndb_mhd": convert_lndb_mhd,
+    "msd_lung": convert_msd_lung,
+    "kits": convert_kits,
+    **{f"totalseg_{preset}": totalseg_converter(preset) for preset in TOTALSEG_MAPS},
     "btcv": convert_multi_organ,
     "tcia": convert_multi_organ,
     "generic": convert_generic,
@@ -541,13 +690,17 @@ CONVERTERS: dict[str, Callable[..., Conversion]] = {
 
 
 def save_label_like(label: np.ndarray, source_img, path: Path) -> None:
-    """Save ``label`` as uint8 NIfTI with the affine and header of ``source_img``, atomically.
+    """Save ``label`` as uint8 NIfTI with the affine (and NIfTI header) of ``source_img``, atomically.
 
-    ``labelfree.io.save_nifti_atomic`` would reset the qform/sform codes; here the source's
-    header (codes, units, description) is kept, only the data type changes.
+    ``labelfree.io.save_nifti_atomic`` would reset the qform/sform codes; for a NIfTI source
+    its header (codes, units, description) is kept, only the data type changes. Other formats
+    (``header`` None) get a fresh header carrying the reader's RAS affine.
     """
     import nibabel as nib
 
+    if getattr(source_img, "header", None) is None:
+        save_nifti_atomic(label, source_img.affine, path, dtype=np.uint8)
+        return
     header = source_img.header.copy()
     header.set_data_dtype(np.uint8)
     img = nib.Nifti1Image(label.astype(np.uint8, copy=False), source_img.affine, header=header)

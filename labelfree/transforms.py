@@ -6,7 +6,8 @@ All pipelines work on dictionaries of channel-first arrays ``(C, H, W, D)``.
 
 Training (``mode="train"``), in order::
 
-    LoadImaged -> EnsureChannelFirstd -> Orientationd("RAS") -> Spacingd(space; bilinear/nearest)
+    LoadImaged (reader: labelfree.readers) -> EnsureChannelFirstd -> Orientationd("RAS")
+    -> Spacingd(space; bilinear/nearest)
     -> label as uint8
     ---------------------------------- cache boundary -----------------------------------------
     [TumorGenerated (only with syn=True; works in HU)]
@@ -39,7 +40,6 @@ from monai.transforms import (
     CastToTyped,
     Compose,
     EnsureChannelFirstd,
-    LoadImaged,
     Orientationd,
     RandCropByPosNegLabeld,
     RandFlipd,
@@ -51,6 +51,8 @@ from monai.transforms import (
     Spacingd,
 )
 from monai.transforms.transform import RandomizableTrait, Transform
+
+from labelfree.readers import load_transform
 
 MODES = ("train", "val", "infer")
 IMAGE_KEY = "image"
@@ -190,13 +192,14 @@ def split_at_cache_boundary(pipeline: Compose) -> TrainStages:
 
 
 def _load_and_resample(keys: tuple[str, ...], space: Sequence[float]) -> list:
-    """Deterministic prefix: read, channel first, RAS, resample to ``space`` mm."""
+    """Deterministic prefix: read (any supported format), channel first, RAS, resample to ``space`` mm."""
     space = tuple(float(s) for s in space)
     if len(space) != 3 or min(space) <= 0:
         raise ValueError(f"space must be 3 positive spacings in mm, got {space}")
     modes = ("bilinear", "nearest")[: len(keys)]
     steps = [
-        LoadImaged(keys=keys),
+        # NIfTI, NRRD, MetaImage or a DICOM folder: labelfree.readers picks the reader.
+        load_transform(keys),
         EnsureChannelFirstd(keys=keys),
         # Explicit RAS axis labels: NIfTI affines are RAS+ whatever MONAI's default becomes.
         Orientationd(keys=keys, axcodes="RAS", labels=_RAS_LABELS),

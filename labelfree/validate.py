@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from monai.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -44,9 +43,10 @@ from labelfree.evaluation import report
 from labelfree.evaluation.inference import Predictor, load_model
 from labelfree.evaluation.postprocess import DEFAULT_TUMOR_MARGIN_MM, postprocess_labels
 from labelfree.evaluation.scoring import score_cases, voxel_spacing
-from labelfree.labels import LabelError, list_nifti_files, nifti_stem
+from labelfree.labels import LabelError
 from labelfree.networks import MODEL_NAMES, SWIN_FEATURE_SIZES
 from labelfree.settings import RunSettings, SettingsError
+from labelfree.readers import ReaderError, case_name, list_image_files, read_geometry
 from labelfree.transforms import get_transforms
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--val_dir", default=None, help="root that the datalist's relative paths are relative to")
     data.add_argument("--json_dir", default=None, help="datalist JSON; its 'validation' list is evaluated")
-    data.add_argument("--images", default=None, metavar="DIR", help="segment every NIfTI file in DIR (no labels, no scores)")
+    data.add_argument("--images", default=None, metavar="DIR",
+                      help="segment every scan in DIR: NIfTI, NRRD, MetaImage files and DICOM sub-folders "
+                           "(no labels, no scores)")
 
     model = parser.add_argument_group("network (defaults: the values saved in the checkpoint)")
     model.add_argument("--log_dir", default=None, help="training run folder holding model.pt; names the output folder")
@@ -151,9 +153,9 @@ def collect_cases(args: argparse.Namespace) -> list[dict]:
         folder = Path(args.images)
         if not folder.is_dir():
             raise UsageError(f"--images {folder}: not a folder")
-        items = [{"image": str(p.absolute())} for p in list_nifti_files(folder, "*.nii*")]
+        items = [{"image": str(p.absolute())} for p in list_image_files(folder)]
         if not items:
-            raise UsageError(f"--images {folder}: no .nii / .nii.gz files found")
+            raise UsageError(f"--images {folder}: no scan found (NIfTI, NRRD, MetaImage or DICOM sub-folders)")
     elif args.json_dir:
         items = load_datalist(args.json_dir, "validation", args.val_dir)
         if not items:
@@ -165,7 +167,7 @@ def collect_cases(args: argparse.Namespace) -> list[dict]:
     names: dict[str, str] = {}
     problems = []
     for item in items:
-        item["name"] = nifti_stem(Path(item["image"]).name)
+        item["name"] = case_name(item["image"])
         if item["name"] in names:
             problems.append(f"two cases named {item['name']}: {names[item['name']]} and {item['image']}")
         names[item["name"]] = item["image"]
@@ -179,7 +181,7 @@ def collect_cases(args: argparse.Namespace) -> list[dict]:
 
 
 def _grid_problems(image_path: str, label_path: str) -> list[str]:
-    image, label = nib.load(image_path), nib.load(label_path)
+    image, label = read_geometry(image_path), read_geometry(label_path)
     if image.shape[:3] != label.shape[:3]:
         return [f"label {label_path} has shape {label.shape}, its image {image_path} {image.shape}"]
     if not np.allclose(image.affine, label.affine, atol=1e-2):
@@ -219,7 +221,7 @@ def predict_cases(predictor: Predictor, transforms, cases: list[dict], label_pai
     for case, batch in zip(cases, progress):
         progress.set_postfix_str(case["name"])
         pred = predictor.predict_batch(batch)[0]
-        image_nii = nib.load(case["image"])
+        image_nii = read_geometry(case["image"])  # any format: shape and RAS affine of the input grid
         if postprocess:
             pred = postprocess_labels(pred, voxel_spacing(image_nii.affine), pairs, DEFAULT_TUMOR_MARGIN_MM)
         report.save_prediction(pred, image_nii, out_dir / "pred" / f"{case['name']}.nii.gz")
@@ -275,7 +277,7 @@ def cli(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         main(args)
-    except (UsageError, DatalistError, CheckpointError, LabelError, ValueError) as e:
+    except (UsageError, DatalistError, CheckpointError, LabelError, ReaderError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

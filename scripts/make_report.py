@@ -190,15 +190,20 @@ def write_overlays(arm_dirs: Mapping[str, Path], json_dir: str, val_dir: str | N
 
     from labelfree.evaluation.figures import largest_false_positive_slice, save_overlay, shrink_png
     from labelfree.datalist import load_datalist
-    from labelfree.labels import nifti_stem
+    from labelfree.readers import case_name, read_volume
+
+    def canonical(path):
+        # Any scan format (labelfree.readers) -> RAS voxel order for display, as nibabel's canonical.
+        volume = read_volume(path)
+        return nib.as_closest_canonical(nib.Nifti1Image(np.asarray(volume.array), volume.affine))
 
     items = load_datalist(json_dir, "validation", val_dir)[:max_cases]
     written = []
     for item in items:
-        name = nifti_stem(Path(item["image"]).name)
-        image_nii = nib.as_closest_canonical(nib.load(item["image"]))  # RAS voxel order for display
+        name = case_name(item["image"])
+        image_nii = canonical(item["image"])  # RAS voxel order for display
         image = np.asanyarray(image_nii.dataobj).astype(np.float32)
-        reference = np.asanyarray(nib.as_closest_canonical(nib.load(item["label"])).dataobj).astype(np.uint8)
+        reference = np.asanyarray(canonical(item["label"]).dataobj).astype(np.uint8)
         spacing = image_nii.header.get_zooms()[:3]
         for arm, arm_dir in arm_dirs.items():
             pred_path = arm_dir / "pred" / f"{name}.nii.gz"

@@ -39,16 +39,18 @@ class PreviewError(RuntimeError):
 
 def load_case(image_path: str, label_path: str, spacing=None) -> dict:
     """Load an image/label pair as training does, as channel-first MetaTensors."""
-    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
+    from monai.transforms import Compose, EnsureChannelFirstd, Orientationd, Spacingd
+
+    from labelfree.readers import load_transform, path_exists
 
     for what, path in (("image", image_path), ("label", label_path)):
-        if not Path(path).is_file():
+        if not path_exists(path):
             raise PreviewError(f"{what} file not found: {path}")
     keys = ("image", "label")
     # Explicit RAS axis labels (MONAI's historical default) keep MONAI 1.6 from warning.
     ras_labels = (("L", "R"), ("P", "A"), ("I", "S"))
     steps = [
-        LoadImaged(keys=keys),
+        load_transform(keys),
         EnsureChannelFirstd(keys=keys),
         Orientationd(keys=keys, axcodes="RAS", labels=ras_labels),
     ]
@@ -226,8 +228,8 @@ def single_organ_names() -> list[str]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Preview synthetic tumors on a healthy CT as PNG.")
-    parser.add_argument("--image", required=True, help="healthy CT (NIfTI, HU)")
-    parser.add_argument("--label", required=True, help="organ label (NIfTI, organ = 1)")
+    parser.add_argument("--image", required=True, help="healthy CT in HU: NIfTI, NRRD, MetaImage (.mhd/.mha) or a DICOM folder")
+    parser.add_argument("--label", required=True, help="organ label (organ = 1), any of the image formats, on the image's voxel grid")
     parser.add_argument("--out", required=True, help="output PNG: before/after axial + coronal")
     parser.add_argument(
         "--type", default=None, dest="tumor_type",

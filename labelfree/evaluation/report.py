@@ -75,7 +75,11 @@ def save_prediction(labels: np.ndarray, reference_image, path: str | os.PathLike
 
     Args:
         labels: (H, W, D) label map on the voxel grid of ``reference_image``.
-        reference_image: the input scan as a nibabel image; its affine and header are reused.
+        reference_image: the input scan's geometry: a nibabel image, or a
+            ``labelfree.readers.Volume`` of any format (``shape``, RAS+ ``affine``, and the
+            NIfTI ``header`` or ``None``). A NIfTI input's header is reused; for NRRD,
+            MetaImage and DICOM inputs the RAS affine of the reader is the NIfTI affine, so
+            each voxel lands on the world point of the input's voxel (LPS turned into RAS).
         path: destination ``.nii.gz``.
     """
     labels = np.asarray(labels)
@@ -85,7 +89,14 @@ def save_prediction(labels: np.ndarray, reference_image, path: str | os.PathLike
         )
     if labels.size and (labels.min() < 0 or labels.max() > 255):
         raise ValueError(f"labels outside 0..255 cannot be written as uint8 ({path})")
-    header = reference_image.header.copy()
+    source_header = getattr(reference_image, "header", None)
+    if source_header is not None:
+        header = source_header.copy()
+    else:
+        import nibabel as nib
+
+        header = nib.Nifti1Header()
+        header.set_xyzt_units("mm")
     header.set_intent("label")
     return save_nifti_atomic(labels, reference_image.affine, path, dtype=np.uint8, header=header)
 

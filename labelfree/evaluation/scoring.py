@@ -109,16 +109,16 @@ def score_files(pred_path: str, label_path: str, label_pairs: Sequence[tuple[str
     Raises:
         ValueError: the two files' grids differ, or a file does not hold integer labels.
     """
-    import nibabel as nib
-
     from labelfree.labels import as_integer_labels
+    from labelfree.readers import read_volume
 
-    label_nii = nib.load(label_path)
-    label = _squeeze_channel(as_integer_labels(np.asanyarray(label_nii.dataobj), what=f"label {label_path}"))
-    pred = _squeeze_channel(as_integer_labels(np.asanyarray(nib.load(pred_path).dataobj), what=f"prediction {pred_path}"))
+    # Any label format (NIfTI, NRRD, MetaImage...); predictions are NIfTI in the image's voxel order.
+    label_volume = read_volume(label_path)
+    label = _squeeze_channel(as_integer_labels(label_volume.array, what=f"label {label_path}"))
+    pred = _squeeze_channel(as_integer_labels(read_volume(pred_path).array, what=f"prediction {pred_path}"))
     if pred.shape != label.shape:
         raise ValueError(f"prediction {pred_path} has shape {pred.shape}, its label {label_path} {label.shape}")
-    return score_label_pairs(pred, label, voxel_spacing(label_nii.affine), label_pairs, tolerance_mm)
+    return score_label_pairs(pred, label, voxel_spacing(label_volume.affine), label_pairs, tolerance_mm)
 
 
 def score_cases(cases: Sequence[dict], pred_dir, label_pairs: Sequence[tuple[str, int, str, int]],
