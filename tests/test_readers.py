@@ -35,6 +35,7 @@ from labelfree import validate as validation  # noqa: E402
 from labelfree.data_checks import check_case  # noqa: E402
 from labelfree.evaluation.inference import Predictor  # noqa: E402
 from labelfree.evaluation.metrics import dice  # noqa: E402
+from labelfree.settings import RunSettings
 from labelfree.transforms import get_transforms  # noqa: E402
 
 SHAPE = (30, 26, 14)
@@ -43,7 +44,7 @@ SPACING = (1.1, 0.9, 2.5)
 ROTATION = Rotation.from_euler("xyz", [12, -8, 27], degrees=True).as_matrix()  # not symmetric: a transpose shows
 ORIGIN_LPS = np.array([-40.0, 25.0, -310.0])
 WINDOW = (-21.0, 189.0)
-PROFILE = validation.organ_profile("liver")
+LIVER_PAIRS = RunSettings.create("liver").label_pairs
 
 
 def block_volumes():
@@ -125,7 +126,7 @@ def test_prediction_lands_on_the_world_points_of_the_input_voxels(tmp_path, fmt)
     case = {"name": "case", "image": str(image_path), "label": str(label_path)}
     transforms = get_transforms("infer", a_min=WINDOW[0], a_max=WINDOW[1], space=(1.5, 1.5, 1.5))
     predictor = Predictor(ThresholdNet(), transforms, roi_size=(32, 32, 32), overlap=0.25)
-    rows = validation.evaluate(predictor, transforms, [case], PROFILE, tmp_path / "out", postprocess=False)
+    rows = validation.evaluate(predictor, transforms, [case], LIVER_PAIRS, tmp_path / "out", postprocess=False)
 
     written = nib.load(tmp_path / "out" / "pred" / "case.nii.gz")
     assert written.shape == SHAPE and written.get_data_dtype() == np.uint8
