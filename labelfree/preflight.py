@@ -197,6 +197,7 @@ def screen(
     skip_bad: bool = False,
     workers: int = 0,
     required: Sequence[str] = ("training",),
+    labels_required: bool = True,
     flag: str = "--skip_bad_cases",
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, list[dict]]:
@@ -208,7 +209,9 @@ def screen(
         convention: see :func:`label_convention`.
         skip_bad: drop bad cases (one warning line each) instead of failing.
         workers: worker processes of the content pass.
-        required: splits that must keep at least one case (and whose entries need labels).
+        required: splits that must keep at least one case.
+        labels_required: every entry needs a label (training); else image-only entries are
+            fine (evaluation: segmented, not scored).
         flag: the command-line flag that sets ``skip_bad`` (named in the error).
         warn: where warning lines go (default: stderr).
 
@@ -221,7 +224,8 @@ def screen(
     """
     warn = warn or (lambda line: print(line, file=sys.stderr, flush=True))
     entries = [(split, i, entry) for split, items in datalists.items() for i, entry in enumerate(items)]
-    reports = check_entries(entries, convention, require_label=required, workers=workers)
+    reports = check_entries(entries, convention, require_label=tuple(datalists) if labels_required else (),
+                            workers=workers)
     for report in reports:
         for line in report.warnings:
             warn(f"warning: {report.where}: {line}")
@@ -311,3 +315,26 @@ def _network_state(args) -> dict:
     model = build_model(args.model_name, in_channels=args.in_channels, out_channels=args.out_channels,
                         roi_size=roi_size(args), swin_type=args.swin_type)
     return model.state_dict()
+
+
+# ------------------------------------------------------------------------------ validation.py
+def screen_evaluation_cases(cases: Sequence[dict], organ: str, num_classes: int, skip_bad: bool,
+                            workers: int) -> list[dict]:
+    """:func:`screen` the cases of ``validation.py`` (labels optional) with the resolved organ and class count."""
+    convention = label_convention(organ, num_classes)
+    kept = screen({"validation": list(cases)}, convention, skip_bad=skip_bad, workers=workers,
+                  required=("validation",), labels_required=False)
+    return kept["validation"]
+
+
+def evaluation_flag_notes(saved_args: Mapping | None, args, sources: Mapping[str, str]) -> list[str]:
+    """A note for each patch-size / organ flag given to ``validation.py`` that differs from the checkpoint's.
+
+    (A different architecture or class count cannot load at all; ``evaluation.inference.load_model``
+    names that flag.) Inference with other windows or another organ's convention is allowed,
+    but it is not what the network was trained with.
+    """
+    from labelfree.checkpoint import DATA_FLAGS, flag_differences
+
+    given = {k: getattr(args, k) for k in DATA_FLAGS if sources.get(k) == "flag"}
+    return [f"note: the checkpoint was trained with {d}" for d in flag_differences(saved_args, given, DATA_FLAGS)]

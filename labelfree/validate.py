@@ -47,6 +47,8 @@ from labelfree.checkpoint import CheckpointError, load_checkpoint
 from labelfree.datalist import DatalistError, check_datalist_files, load_datalist
 from labelfree.labels import LabelError, as_integer_labels, list_nifti_files, nifti_stem
 from labelfree.transforms import get_transforms
+from labelfree import preflight
+from labelfree.evaluation import outputs
 
 #: Settings that must match training: validation flag -> (checkpoint ``args`` key(s), fallback).
 #: The fallback ``None`` means "derived later" (the intensity window comes from the organ).
@@ -105,6 +107,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--no_postprocess", action="store_true", help="keep the raw argmax (no component filtering)")
     scoring.add_argument("--nsd_tolerance", default=2.0, type=float, help="NSD tolerance in mm (2)")
     scoring.add_argument("--save_dir", default="outs", help="output root (default: outs)")
+
+    bad = parser.add_argument_group("bad input and earlier results")
+    bad.add_argument("--skip_bad_cases", action="store_true",
+                     help="leave out the cases that fail the check before inference (one warning each) instead of "
+                          "stopping; they are neither predicted nor scored")
+    bad.add_argument("--overwrite", action="store_true",
+                     help="the output folder may hold an earlier evaluation: delete its predictions, metrics.csv and "
+                          "summary.json first (without it such a folder is refused)")
     return parser
 
 
@@ -180,7 +190,8 @@ def collect_cases(args: argparse.Namespace) -> list[dict]:
 
     Raises:
         UsageError / DatalistError: no input given, a missing or unreadable file (all
-            listed), two cases with the same name, or a label whose grid differs from its image.
+            listed), two cases with the same name. (Shapes, affines and contents are checked
+            by ``labelfree.preflight`` once the organ convention is known.)
     """
     if args.images and args.json_dir:
         raise UsageError("give either --json_dir (datalist) or --images DIR, not both")
@@ -206,25 +217,11 @@ def collect_cases(args: argparse.Namespace) -> list[dict]:
         if item["name"] in names:
             problems.append(f"two cases named {item['name']}: {names[item['name']]} and {item['image']}")
         names[item["name"]] = item["image"]
-        if item.get("label"):
-            problems += _grid_problems(item["image"], item["label"])
-        else:
+        if not item.get("label"):
             item.pop("label", None)
     if problems:
         raise DatalistError(f"{len(problems)} problem(s) with the cases:\n  " + "\n  ".join(problems))
     return items
-
-
-def _grid_problems(image_path: str, label_path: str) -> list[str]:
-    image, label = nib.load(image_path), nib.load(label_path)
-    if image.shape[:3] != label.shape[:3]:
-        return [f"label {label_path} has shape {label.shape}, its image {image_path} {image.shape}"]
-    if not np.allclose(image.affine, label.affine, atol=1e-2):
-        tqdm.write(
-            f"warning: label {label_path} and image {image_path} have different affines; "
-            "scoring on the voxel grid, with the label's spacing"
-        )
-    return []
 
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
@@ -293,6 +290,14 @@ def main(args: argparse.Namespace) -> dict | None:
     saved_args = checkpoint.get("args") if isinstance(checkpoint.get("args"), dict) else None
     sources = resolve_settings(args, saved_args)
     profile = organ_profile(args.organ)
+    for note in preflight.evaluation_flag_notes(saved_args, args, sources):
+        print(note)
+    # Every case's header and content (NaN, label values of the organ convention), before any prediction.
+    cases = preflight.screen_evaluation_cases(cases, args.organ, args.num_classes, args.skip_bad_cases, args.workers)
+    out_dir = output_dir(args, checkpoint_path)
+    occupied = outputs.occupied_message(out_dir)
+    if occupied and not args.overwrite:
+        raise UsageError(occupied)
     device = select_device(args.device)
 
     try:
@@ -307,7 +312,8 @@ def main(args: argparse.Namespace) -> dict | None:
     roi = (args.roi_x, args.roi_y, args.roi_z)
     transforms = get_transforms("infer", a_min=args.a_min, a_max=args.a_max, space=space)
     predictor = Predictor(model, transforms, roi, args.val_overlap, args.sw_batch_size, device, amp=not args.noamp)
-    out_dir = output_dir(args, checkpoint_path)
+    if occupied:
+        print(f"--overwrite: {outputs.clear_earlier_results(out_dir)} file(s) of the earlier evaluation in {out_dir} deleted")
     n_labelled = sum("label" in c for c in cases)
     print(
         f"{len(cases)} case(s), {n_labelled} with labels | {args.model} from {checkpoint_path} on {device}"
