@@ -59,16 +59,21 @@ class TrainingStopped(Exception):
         self.reason, self.epoch, self.step = reason, epoch, step
 
     def message(self, logdir: str | os.PathLike | None, save_checkpoint: bool, final_name: str) -> str:
-        """The reason, where the last good checkpoint is, and how to go on."""
+        """The reason, where it stopped, where the last good checkpoint is, and how to go on."""
         where = f"in epoch {self.epoch}" + (f" after step {self.step}" if self.step is not None else ", before its first step")
+        return f"{self.reason} {where}{self.details()}; {self.resume_hint(logdir, save_checkpoint, final_name)}"
+
+    def details(self) -> str:
+        """More about the stop, after where it happened (subclasses)."""
+        return ""
+
+    def resume_hint(self, logdir: str | os.PathLike | None, save_checkpoint: bool, final_name: str) -> str:
         if logdir is None or not save_checkpoint:
-            resume = "no checkpoint is written without --logdir and --save_checkpoint: a rerun starts from the beginning"
-        elif not os.path.isfile(os.path.join(logdir, final_name)):
-            resume = f"no epoch completed yet, so there is no {final_name}: a rerun (with or without --resume) starts afresh"
-        else:
-            resume = (f"last good checkpoint: {os.path.join(logdir, final_name)} (epochs up to {self.epoch - 1} done; the "
-                      f"partial epoch {self.epoch} is not saved); continue with the same command and --resume")
-        return f"{self.reason} {where}; {resume}"
+            return "no checkpoint is written without --logdir and --save_checkpoint: a rerun starts from the beginning"
+        if self.epoch == 0 or not os.path.isfile(os.path.join(logdir, final_name)):
+            return "no epoch completed yet, so there is nothing to resume: a rerun starts afresh"
+        return (f"last good checkpoint: {os.path.join(logdir, final_name)} (epochs up to {self.epoch - 1} done; the "
+                f"partial epoch {self.epoch} is not saved); continue with the same command and --resume")
 
 
 class StopRequested(TrainingStopped):
@@ -91,13 +96,25 @@ def signal_name(signum: int) -> str:
     return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
-def install() -> None:
-    """Handle SIGINT and SIGTERM in this process (main thread only; elsewhere a no-op)."""
+def install() -> dict:
+    """Handle SIGINT and SIGTERM in this process (main thread only; elsewhere a no-op).
+
+    Returns:
+        The previous handlers, for :func:`restore`.
+    """
+    previous = {}
     try:
         for signum in HANDLED_SIGNALS:
-            signal.signal(signum, _handler)
+            previous[signum] = signal.signal(signum, _handler)
     except ValueError:  # not the main thread of the main interpreter
         pass
+    return previous
+
+
+def restore(previous: dict) -> None:
+    """Put back the handlers :func:`install` replaced."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 def _handler(signum: int, frame: Any) -> None:
@@ -160,7 +177,7 @@ def exits_cleanly(main: Callable) -> Callable:
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        install()
+        previous = install()
         try:
             return main(*args, **kwargs)
         except KeyboardInterrupt as e:
@@ -169,6 +186,8 @@ def exits_cleanly(main: Callable) -> Callable:
                 print(f"\n{signal_name(signum)}: stopped before training started; nothing was trained or saved",
                       file=sys.stderr, flush=True)
             raise SystemExit(128 + int(signum)) from None
+        finally:
+            restore(previous)  # an entry point called from Python leaves its caller's handlers as they were
 
     return wrapper
 

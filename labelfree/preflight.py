@@ -239,7 +239,7 @@ def screen(
         warn(f"warning: skipping {r.where}: " + "; ".join(r.problems))
     kept = {split: [r.entry for r in reports if r.split == split and not r.problems] for split in datalists}
     if bad:
-        remaining = ", ".join(f"{len(kept[s])} of {len(datalists[s])} {s}" for s in datalists)
+        remaining = ", ".join(f"{len(kept[s])} of {len(datalists[s])} {s}" for s in datalists if datalists[s])
         warn(f"{flag}: {len(bad)} bad case(s) left out; {remaining} case(s) remain")
     for split in required:
         if datalists.get(split) and not kept.get(split):

@@ -12,10 +12,16 @@ all-reduce per step tells every rank about both.
 from __future__ import annotations
 
 import math
+import os
+import signal
 from typing import Any, Mapping
 
 from labelfree.distributed import DistContext, all_gather_objects, all_reduce_sum
 from labelfree.interrupt import TrainingStopped, raise_if, requested
+
+#: Fault drill for tests: ``"3"`` sends this process SIGTERM right after optimizer step 3;
+#: ``"3:INT,INT"`` two SIGINTs (Ctrl-C twice). Real signals, through the real handlers.
+SIGNAL_AT_STEP_ENV = "TUMORSEG_SIGNAL_AT_STEP"
 
 
 class NonFiniteLossError(TrainingStopped):
@@ -24,11 +30,12 @@ class NonFiniteLossError(TrainingStopped):
     exit_code = 3
 
     def __init__(self, loss: float, epoch: int, step: int, global_step: int, cases: list[str]) -> None:
-        shown = ", ".join(cases) if cases else "unknown"
-        super().__init__(
-            f"training stopped: the loss is {loss} at optimizer step {global_step} (epoch {epoch}, step {step} of the "
-            f"epoch); cases of the batch: {shown}. Check them with scripts/check_data.py (NaN/inf images), or lower "
-            f"--optim_lr. Nothing of this epoch was saved", epoch, step)
+        super().__init__(f"training stopped: the loss is {loss}", epoch, step)
+        self.global_step, self.cases = global_step, cases
+
+    def details(self) -> str:
+        return (f" (optimizer step {self.global_step}); cases of the batch: {', '.join(self.cases) or 'unknown'}. "
+                f"Check them with scripts/check_data.py (NaN/inf images), or lower --optim_lr")
 
 
 def after_step(loss: float, batch: Mapping[str, Any], epoch: int, step: int, global_step: int,
@@ -43,6 +50,7 @@ def after_step(loss: float, batch: Mapping[str, Any], epoch: int, step: int, glo
         global_step: optimizer steps of the run done, this one included.
         ctx: this process's place in the job; distributed, every rank calls this every step.
     """
+    _maybe_signal_for_drill(global_step)
     bad = not math.isfinite(loss)
     stop = requested() is not None
     if ctx.distributed:
@@ -70,3 +78,13 @@ def batch_cases(batch: Mapping[str, Any]) -> list[str]:
     if CASE_INDEX_KEY in batch:
         return [f"datalist training[{int(i)}]" for i in batch[CASE_INDEX_KEY]]
     return []
+
+
+def _maybe_signal_for_drill(global_step: int) -> None:
+    drill = os.environ.get(SIGNAL_AT_STEP_ENV)
+    if not drill:
+        return
+    step, _, names = drill.partition(":")
+    if int(step) == global_step:
+        for name in (names or "TERM").split(","):
+            os.kill(os.getpid(), getattr(signal, f"SIG{name.strip()}"))
