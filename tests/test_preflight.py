@@ -170,6 +170,7 @@ def test_main_lists_every_bad_case_with_its_file_before_training(root, tmp_path,
     assert not logdir.exists()  # nothing cached, trained or written
 
 
+@pytest.mark.slow
 def test_skip_bad_cases_trains_on_the_good_ones(root, tmp_path, capsys):
     logdir = tmp_path / "run"
     logdir.mkdir()
@@ -276,6 +277,7 @@ def test_temp_file_of_a_sigkilled_write_is_removed_on_the_next_start(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".bashrc"]
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_resume_ends_in_the_uninterrupted_state(root, tmp_path, capsys, monkeypatch):
     common = [*train_flags(root, "train_only.json"), "--save_checkpoint", "--max_epochs", "2", "--max_steps_per_epoch", "1",
               "--warmup_epochs", "2", "--val_every", "2"]
