@@ -3,8 +3,9 @@
     python scripts/check_data.py --json_dir datafolds/healthy.json --train_dir data/phantom --val_dir data/phantom
 
 Reads every image and label completely (a truncated .nii.gz is only found when its data are
-decompressed) and checks: files exist and load, image and label shapes and affines match
-(1e-3 mm), label values are allowed, the organ is not empty. Prints a table (case, shape,
+decompressed) and checks: files exist and load, are 3D, the image holds no NaN or infinite
+value, image and label shapes and affines match (1e-3 mm), label values are allowed, the
+organ is not empty. main.py and validation.py run the same checks before they start. Prints a table (case, shape,
 spacing, label values, organ voxels and volume, status), every problem, a warning for scans
 listed twice or in both training and validation (a leak in a training list, deliberate in an
 evaluation list), and a summary.
@@ -35,8 +36,8 @@ def int_list(text: str) -> list[int]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Check every image/label of a datalist: files load, geometry matches, label values allowed, "
-        "organ not empty. Exit status 1 when any problem is found.",
+        description="Check every image/label of a datalist: files load, 3D, no NaN/inf in the image, geometry "
+        "matches, label values allowed, organ not empty. Exit status 1 when any problem is found.",
     )
     parser.add_argument("--json_dir", required=True, type=str, help="datalist JSON (the name of main.py's flag)")
     parser.add_argument("--train_dir", type=str, default=None,

@@ -42,7 +42,15 @@ def save_checkpoint(path: str | os.PathLike, **state: Any) -> Path:
     """Write ``state`` (see the module docstring) to ``path`` atomically.
 
     A crash or kill during the write leaves the previous file at ``path`` untouched.
+
+    Raises:
+        CheckpointError: the weights (``state_dict``) hold NaN or infinite values; the file
+            at ``path`` (the last good checkpoint) is left as it is.
     """
+    bad = non_finite_weights(state.get("state_dict") or {})
+    if bad:
+        raise CheckpointError(f"not writing {path}: {len(bad)} weight tensor(s) hold NaN or infinite values "
+                              f"(e.g. {bad[0]}); the previous file is kept")
     return save_torch_atomic(_plain(state), path)
 
 
@@ -51,7 +59,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
     Raises:
         CheckpointError: naming the file when it is missing, truncated, not a torch file,
-            or holds something other than a dict.
+            refused because unpickling it would run code, or holds something other than a dict.
     """
     path = Path(path)
     if not path.is_file():
@@ -59,30 +67,102 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types (RuntimeError, UnpicklingError, EOFError, ...)
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read (truncated, corrupt, or not a PyTorch file): "
-            f"{type(e).__name__}: {_load_error_reason(e)}"
-        ) from e
+        raise CheckpointError(load_error_message(path, e)) from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
     return obj
 
 
-def _load_error_reason(error: Exception) -> str:
-    """The informative part of a ``torch.load`` error.
+#: Phrases of torch's weights-only unpickler that mean "this pickle names a callable or class".
+_UNSAFE_MARKERS = ("unsupported global", "was not an allowed global")
+_REASON_MARKER = "WeightsUnpickler error:"
 
-    torch's weights-only failure message advises retrying with ``weights_only=False``, wrong
-    advice for a corrupt file; its actual reason is the line after "WeightsUnpickler error".
-    Other errors are short: their first line is kept (the full error stays chained).
+
+def load_error_message(path: str | os.PathLike, error: Exception) -> str:
+    """One line for a failed ``torch.load(weights_only=True)``: what is wrong with the file.
+
+    torch's own message starts with advice to retry with ``weights_only=False``, which would
+    run whatever code the pickle names (and is wrong for a corrupt file); that advice is
+    dropped and its actual reason kept: the refused global of an unsafe pickle, the bad
+    opcode of a corrupt one, the first line of other errors (truncated zip, not a torch
+    file). The full error stays chained.
     """
-    marker = "WeightsUnpickler error:"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = ""
     for i, line in enumerate(lines):
-        if marker in line:
-            # The reason follows the marker, on its line or on the next one.
-            reason = line.split(marker, 1)[1].strip() or " ".join(lines[i + 1 : i + 2])
-            return f"not a weights-only checkpoint ({reason})"
-    return lines[0] if lines else ""
+        if _REASON_MARKER in line:
+            reason = line.split(_REASON_MARKER, 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            break
+    if not reason:
+        reason = next((line for line in lines if any(m in line.lower() for m in _UNSAFE_MARKERS)), "")
+    if any(marker in reason.lower() for marker in _UNSAFE_MARKERS):
+        return (f"checkpoint {path} refused: it is not a plain weights file; loading it would import and call "
+                f"Python objects that it names, which could run arbitrary code ({reason}). Checkpoints must "
+                f"hold only tensors and plain values (dicts, lists, numbers, strings), as main.py writes them")
+    if not reason:
+        reason = next((line for line in lines if "weights_only" not in line and "file an issue" not in line), "")
+    return (f"checkpoint {path} cannot be read (truncated, corrupt, or not a PyTorch file): "
+            f"{type(error).__name__}: {reason}")
+
+
+#: Flags that fix the network's architecture: a checkpoint saved with other values cannot be loaded.
+ARCHITECTURE_FLAGS = ("model_name", "swin_type", "num_classes", "out_channels")
+#: Flags that fix what the network was trained on: patch size and label convention.
+DATA_FLAGS = ("roi_x", "roi_y", "roi_z", "organ")
+#: Alternative names of a flag in checkpoints' ``args`` (validation.py's --model).
+_SAVED_NAMES = {"model_name": ("model_name", "model")}
+
+
+def flag_differences(saved_args: Mapping[str, Any] | None, current: Mapping[str, Any],
+                     flags: tuple[str, ...]) -> list[str]:
+    """``--flag saved (this run: current)`` for each of ``flags`` whose value differs.
+
+    A flag missing on either side is not compared (old or foreign checkpoints); the
+    Swin-UNETR size only when both are a Swin-UNETR.
+    """
+    if not saved_args:
+        return []
+    differences = []
+    for flag in flags:
+        saved = next((saved_args[k] for k in _SAVED_NAMES.get(flag, (flag,)) if saved_args.get(k) is not None), None)
+        value = current.get(flag)
+        if saved is None or value is None:
+            continue
+        if flag == "swin_type" and not all(
+            str(m).startswith("swin") for m in (current.get("model_name"), _saved_model(saved_args))
+        ):
+            continue
+        if str(saved).lower() != str(value).lower():
+            differences.append(f"--{flag} {saved} (this run: {value})")
+    return differences
+
+
+def _saved_model(saved_args: Mapping[str, Any]) -> Any:
+    return saved_args.get("model_name") or saved_args.get("model")
+
+
+def check_matches_flags(checkpoint: Mapping[str, Any], path: str | os.PathLike, what: str,
+                        current: Mapping[str, Any], strict: tuple[str, ...]) -> None:
+    """Raise one line naming every ``strict`` flag in which ``checkpoint`` differs from ``current``.
+
+    Args:
+        checkpoint: a loaded checkpoint dict; its ``args`` are the flags it was saved with.
+        path: its file, for the message.
+        what: how the file was given, e.g. ``"--resume checkpoint"``.
+        current: this run's flag values.
+        strict: the flags compared (e.g. :data:`ARCHITECTURE_FLAGS` + :data:`DATA_FLAGS`).
+    """
+    saved = checkpoint.get("args") if isinstance(checkpoint.get("args"), Mapping) else None
+    differences = flag_differences(saved, current, strict)
+    if differences:
+        raise CheckpointError(f"{what} {path} was saved with {', '.join(differences)}; give the checkpoint's "
+                              f"value{'s' if len(differences) > 1 else ''} or another checkpoint")
+
+
+def non_finite_weights(state_dict: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` that hold a NaN or an infinity."""
+    return [k for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def extract_state_dict(checkpoint: Mapping[str, Any], path: str | os.PathLike = "<checkpoint>") -> dict:

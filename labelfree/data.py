@@ -13,6 +13,7 @@ from torch.utils.data import Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from labelfree.distributed import DistContext
+from labelfree.interrupt import worker_init_fn
 
 #: Key added to every datalist entry: the entry's position in the datalist. Validation
 #: uses it to merge per-case results of all ranks; the training log of --log_case_indices
@@ -91,6 +92,7 @@ def build_train_loader(dataset, batch_size: int, workers: int, ctx: DistContext,
         num_workers=workers,
         pin_memory=ctx.device.type == "cuda" and not samples_on_device,
         generator=torch.Generator(),
+        worker_init_fn=worker_init_fn,  # MONAI's seeding, then Ctrl-C / SIGTERM left to the main process
     )
 
 
@@ -105,6 +107,7 @@ def build_val_loader(items: Sequence[dict], transform: Callable, workers: int, c
         sampler=sampler,
         num_workers=min(workers, max(1, math.ceil(len(dataset) / ctx.world_size))),
         pin_memory=ctx.device.type == "cuda",
+        worker_init_fn=worker_init_fn,
     )
 
 

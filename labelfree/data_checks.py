@@ -4,7 +4,8 @@ A broken case should stop a run before it starts, not after three days. For each
 of a datalist this reads the image and the label completely (a truncated ``.nii.gz`` only
 fails when its data are decompressed, not when its header is read) and checks that
 
-* both files exist and load, and are 3D;
+* both files exist and load, and are 3D (or 4D with one channel);
+* the image holds no NaN or infinite value;
 * the label has the image's shape and affine (within :data:`AFFINE_TOLERANCE_MM`);
 * the label values are integers among the allowed ones;
 * the organ label is not empty.
@@ -89,6 +90,7 @@ def check_case(
     split: str = "training",
     index: int = 0,
     affine_tolerance_mm: float = AFFINE_TOLERANCE_MM,
+    convention: str | None = None,
 ) -> CaseCheck:
     """Check one image/label pair; never raises for bad data, records problems instead.
 
@@ -100,12 +102,17 @@ def check_case(
             Empty sequence: no organ check.
         split, index: where the entry comes from (for the report).
         affine_tolerance_mm: largest allowed difference between the affines (mm).
+        convention: words for the allowed values, added to their message (e.g. "the liver
+            convention: 0 background, 1 liver, 2 tumor").
     """
     result = CaseCheck(split, index, str(image_path), None if label_path is None else str(label_path))
     image = _load(image_path, "image", result.problems, scaled=False)
     if image is not None:
         result.shape = tuple(int(s) for s in image.shape)
         result.spacing = tuple(round(float(z), 4) for z in image.spacing)
+        bad = count_non_finite(image.array)
+        if bad:
+            result.problems.append(f"image holds {bad} NaN or infinite voxel(s): {image_path}")
     if label_path is None:
         return result
     label = _load(label_path, "label", result.problems, scaled=True)
@@ -113,14 +120,15 @@ def check_case(
         return result
     if image is not None:
         if tuple(label.shape) != tuple(image.shape):
-            result.problems.append(f"shape mismatch: image {tuple(image.shape)} vs label {tuple(label.shape)}")
-        diff = float(np.max(np.abs(image.affine - label.affine)))
+            result.problems.append(f"shape mismatch: image {tuple(image.shape)} vs label {tuple(label.shape)} "
+                                   f"({label_path})")
+        # Affines are RAS+ whatever the formats (labelfree.readers), so an .nrrd label of a
+        # DICOM image compares like two NIfTI files.
+        diff = affine_difference_mm(image.affine, label.affine)
         if diff > affine_tolerance_mm:
-            # Affines are RAS+ whatever the formats (labelfree.readers), so an .nrrd label of a
-            # DICOM image compares like two NIfTI files.
-            result.problems.append(f"affine mismatch: image and label differ by up to {diff:.4g} mm")
+            result.problems.append(f"affine mismatch: image and label differ by up to {diff:.4g} mm ({label_path})")
     try:
-        values = as_integer_labels(label.array, "label")
+        values = as_integer_labels(label.array, f"label {label_path}")
     except LabelError as e:
         result.problems.append(str(e))
         return result
@@ -130,13 +138,29 @@ def check_case(
     if allowed_labels is not None:
         unexpected = sorted(set(counts) - set(allowed_labels))
         if unexpected:
-            result.problems.append(f"unexpected label values {unexpected} (allowed: {sorted(allowed_labels)})")
+            words = f"; {convention}" if convention else ""
+            result.problems.append(f"unexpected label values {unexpected} in {label_path} "
+                                   f"(allowed: {sorted(allowed_labels)}{words})")
     if organ_labels:
         result.organ_voxels = int(sum(counts.get(v, 0) for v in organ_labels))
         result.organ_ml = result.organ_voxels * float(np.prod(label.spacing)) / 1000.0
         if result.organ_voxels == 0:
-            result.problems.append(f"organ empty: no voxel of label {'/'.join(map(str, organ_labels))}")
+            result.problems.append(f"organ empty: no voxel of label {'/'.join(map(str, organ_labels))} in {label_path}")
     return result
+
+
+def count_non_finite(data: np.ndarray) -> int:
+    """Voxels that are NaN or +-inf (0 for integer data, which cannot hold them)."""
+    data = np.asarray(data)
+    if data.dtype.kind not in "fc":
+        return 0
+    # Chunked along the last axis: a whole-volume boolean copy of a 512^2 x 900 CT is 236 MB.
+    return int(sum(np.count_nonzero(~np.isfinite(data[..., z:z + 32])) for z in range(0, data.shape[-1] or 1, 32)))
+
+
+def affine_difference_mm(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest absolute difference between two 4x4 voxel-to-world affines (mm)."""
+    return float(np.max(np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))))
 
 
 def _load(path: str, what: str, problems: list[str], scaled: bool):

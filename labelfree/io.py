@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,6 +42,35 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+#: Name of the temporary file of :func:`atomic_path`: ``.<destination>.<8 random chars>.tmp<suffix>``.
+_TEMP_NAME = re.compile(r"^\.(?P<destination>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>(\.[A-Za-z0-9]+)*)$")
+
+
+def remove_stale_temp_files(folder: str | os.PathLike | None) -> list[Path]:
+    """Delete the temporary files that interrupted atomic writes left in ``folder``.
+
+    A SIGKILL (or power loss) during a write skips :func:`atomic_path`'s clean-up, and its
+    hidden temporary file (``.model_final.pt.x1y2z3ab.tmp.pt``, possibly 0 bytes or a
+    partial checkpoint) would stay for good. Call this when a run starts in a folder where
+    no other process is writing. Only names of that exact pattern are touched, in
+    ``folder`` itself (not below it).
+
+    Returns:
+        The files removed.
+    """
+    if folder is None or not Path(folder).is_dir():
+        return []
+    removed = []
+    for path in Path(folder).iterdir():
+        if _TEMP_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    return removed
 
 
 def _current_umask() -> int:

@@ -47,6 +47,8 @@ from labelfree.distributed import (
 )
 from labelfree.synthesis_args import check_synthesis_args
 from labelfree.transforms import get_transforms
+from labelfree import interrupt, preflight
+from labelfree.io import remove_stale_temp_files
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -137,6 +139,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--log_case_indices", action="store_true",
                        help="record the datalist indices each rank trained on per epoch in <logdir>/case_indices.jsonl")
 
+    group = parser.add_argument_group("bad input")
+    group.add_argument("--skip_bad_cases", action="store_true",
+                       help="leave out the cases that fail the check before training (one warning each) instead of "
+                            "stopping; refused when no training case remains")
+
     group = parser.add_argument_group("distributed (torchrun sets all of this itself)")
     group.add_argument("--distributed", action="store_true",
                        help="without torchrun: start one process per visible GPU (one gloo process without a GPU)")
@@ -150,6 +157,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@interrupt.exits_cleanly
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     try:
@@ -157,11 +165,16 @@ def main(argv: list[str] | None = None) -> None:
         settings = complete_args(args, device)
         datalists = load_datalists(args)
         args.resume = resolve_resume(args)
+        # Weight files, then every case's header and content: all before any caching or logdir file.
+        preflight.check_training_checkpoints(args)
+        datalists = preflight.screen_training_cases(args, datalists)
     except (DatalistError, CheckpointError, SettingsError, ValueError, RuntimeError, ImportError) as e:
         # Every rank checks the same files; one message is enough.
         if env_rank() == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    if env_rank() == 0:
+        remove_stale_temp_files(args.logdir)  # of atomic writes a SIGKILL interrupted
     plan = plan_launch(args.distributed, device.type, args.world_size, args.rank, args.dist_url)
     if plan.mode == "spawn" and device.type == "cpu":
         print0(None, f"--distributed without a GPU: one gloo process per node ({plan.world_size} in all)")
@@ -179,6 +192,9 @@ def main_worker(local_rank: int, plan: LaunchPlan, args: argparse.Namespace, set
     except CheckpointError as e:
         print0(ctx, f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except interrupt.TrainingStopped as e:  # Ctrl-C / SIGTERM, non-finite loss
+        print0(ctx, e.message(args.logdir, args.save_checkpoint, CHECKPOINT_FINAL), file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
     finally:
         cleanup(ctx)
 
@@ -225,7 +241,8 @@ def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx:
         warn_changed_flags(checkpoint.get("args") or {}, args, ctx)
         trainer.restore(checkpoint)
         print0(ctx, f"resumed from {args.resume}: continuing at epoch {trainer.start_epoch}")
-    return trainer.run_training()
+    with interrupt.training_phase():
+        return trainer.run_training()
 
 
 #: Flags whose change makes a resumed run differ from the interrupted one.

@@ -34,9 +34,11 @@ from labelfree.checkpoint import CHECKPOINT_BEST, CHECKPOINT_FINAL, save_checkpo
 from labelfree.data import CASE_INDEX_KEY, prepare_epoch
 from labelfree.evaluation.metrics import dice_from_counts
 from labelfree.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, print0
+from labelfree.interrupt import stop_if_requested
 from labelfree.io import write_text_atomic
 from labelfree.quality_control import HEALTHY_IMAGE_KEY, HEALTHY_LABEL_KEY, QCStats, SyntheticTumorQC
 from labelfree.step_timer import EpochTiming, StepTimer
+from labelfree.step_checks import after_step
 
 #: Fault injection for tests and drills: after this many completed epochs (and their
 #: checkpoints) the process kills itself with SIGKILL, like a preempted cluster job.
@@ -136,6 +138,7 @@ class Trainer:
             return self.best_acc
         print0(self.ctx, f"training epochs {self.start_epoch}..{self.config.max_epochs - 1}")
         for epoch in range(self.start_epoch, self.config.max_epochs):
+            stop_if_requested(self.ctx, epoch)  # Ctrl-C / SIGTERM during the last epoch's validation or save
             prepare_epoch(self.train_loader, epoch, self.config.seed, self.ctx.rank)
             lr = self.optimizer.param_groups[0]["lr"]
             loss, timing = self.train_epoch(epoch)
@@ -205,6 +208,7 @@ class Trainer:
 
             loss_value = loss.item()  # also waits for the GPU: the step's compute ends here
             timer.step_done(image.shape[0])
+            after_step(loss_value, batch, epoch, step + 1, self.global_step, self.ctx)  # finite loss, no stop request
             loss_sum += loss_value * image.shape[0]
             n_samples += image.shape[0]
             if CASE_INDEX_KEY in batch:
@@ -332,21 +336,25 @@ class ScalarWriter:
     """
 
     def __init__(self, logdir: Path) -> None:
-        from tensorboardX.event_file_writer import EventsWriter
-
-        logdir.mkdir(parents=True, exist_ok=True)
-        self._events = EventsWriter(str(logdir / "events"), filename_suffix=f".{os.getpid()}")
+        self._logdir = logdir
+        self._events = None  # opened with the first scalars: a run that fails before them leaves no file
 
     def add_scalars(self, scalars: dict[str, float], step: int) -> None:
+        from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.summary import scalar
+
+        if self._events is None:
+            self._logdir.mkdir(parents=True, exist_ok=True)
+            self._events = EventsWriter(str(self._logdir / "events"), filename_suffix=f".{os.getpid()}")
 
         for tag, value in scalars.items():
             self._events.write_event(Event(wall_time=time.time(), step=int(step), summary=scalar(tag, float(value))))
         self._events.flush()
 
     def close(self) -> None:
-        self._events.close()
+        if self._events is not None:
+            self._events.close()
 
 
 def dice_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float]:

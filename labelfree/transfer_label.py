@@ -61,9 +61,11 @@ datasets), and remembers the cases that produced no output so a re-run does not 
 again. The final report lists every case with a problem (organ missing or empty, unexpected
 label values, missing image, image/label geometry mismatch, unreadable file).
 
-Exit status: 0 when the run completed (problem cases are reported, the data checker
-``scripts/check_data.py`` is the gate before training), 2 on a usage error or when a
-dataset named with --dataset is missing.
+Exit status: 0 when every source could be read (cases not written on purpose, e.g. an
+empty organ or a tumor case, are reported; the data checker ``scripts/check_data.py`` is the
+gate before training); 1 when any source or image was unreadable or a broken link (what
+could be converted is still written, and the report lists each one); 2 on a usage error or
+when a dataset named with --dataset is missing.
 """
 
 from __future__ import annotations
@@ -264,6 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.dry_run:
         write_json_atomic(root / CONVERTED_LABEL_DIR / MANIFEST_NAME, manifest)
     print(format_report(outcomes, args.dry_run))
+    unreadable = [o for o in outcomes if o.status == "unreadable"]
+    if unreadable:
+        print(f"\nexit status 1: {len(unreadable)} source(s) could not be read (listed above); the others were "
+              f"{'checked' if args.dry_run else 'converted'}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -331,7 +338,10 @@ def convert_dataset(
     cases = list_cases(root, layout)
     if not cases:
         print(f"{layout.name}: no {layout.pattern} file in {root / layout.source_dir}")
-    outcomes = []
+    # A broken link is not a file, so the listing above leaves it out: report it instead.
+    outcomes = [CaseOutcome(layout.name, relative(link, root), None, "unreadable", "",
+                            [f"broken link: {link} -> {os.readlink(link)}"])
+                for link in broken_links(root / layout.source_dir, layout.pattern)]
     settings_key = settings.key(layout.name)
     for source_name, source, image in tqdm(cases, desc=layout.name, unit="case"):
         out_name = layout.converted_name(nifti_name(source_name))
@@ -352,6 +362,10 @@ def convert_dataset(
                                         list(cached["problems"]), list(cached["info"]), cached["tumor_case"]))
             continue
 
+        if image is not None and image.is_symlink() and not image.exists():
+            outcomes.append(CaseOutcome(layout.name, source_rel, None, "unreadable", "",
+                                        [f"image is a broken link: {image} -> {os.readlink(image)}"]))
+            continue
         try:
             conversion, source_img = convert_case(layout, source, image, settings)
         except READ_ERRORS as e:
@@ -376,6 +390,13 @@ def convert_dataset(
         outcomes.append(CaseOutcome(layout.name, source_rel, out_name, "would write" if dry_run else "written",
                                     "", conversion.problems, conversion.info))
     return outcomes
+
+
+def broken_links(folder: Path, pattern: str) -> list[Path]:
+    """Symbolic links in ``folder`` matching ``pattern`` whose target does not exist."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(pattern) if p.is_symlink() and not p.exists() and not p.name.startswith("."))
 
 
 def list_cases(root: Path, layout: DatasetLayout) -> list[tuple[str, Path, Path | None]]:

@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from monai.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -48,6 +47,8 @@ from labelfree.networks import MODEL_NAMES, SWIN_FEATURE_SIZES
 from labelfree.settings import RunSettings, SettingsError
 from labelfree.readers import ReaderError, case_name, list_image_files, read_geometry
 from labelfree.transforms import get_transforms
+from labelfree import preflight
+from labelfree.evaluation import outputs
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,6 +91,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--no_postprocess", action="store_true", help="keep the raw argmax (no component filtering)")
     scoring.add_argument("--nsd_tolerance", default=2.0, type=float, help="NSD tolerance in mm (2)")
     scoring.add_argument("--save_dir", default="outs", help="output root (default: outs)")
+
+    bad = parser.add_argument_group("bad input and earlier results")
+    bad.add_argument("--skip_bad_cases", action="store_true",
+                     help="leave out the cases that fail the check before inference (one warning each) instead of "
+                          "stopping; they are neither predicted nor scored")
+    bad.add_argument("--overwrite", action="store_true",
+                     help="the output folder may hold an earlier evaluation: delete its predictions, metrics.csv and "
+                          "summary.json first (without it such a folder is refused)")
     return parser
 
 
@@ -145,7 +154,8 @@ def collect_cases(args: argparse.Namespace) -> list[dict]:
 
     Raises:
         UsageError / DatalistError: no input given, a missing or unreadable file (all
-            listed), two cases with the same name, or a label whose grid differs from its image.
+            listed), two cases with the same name. (Shapes, affines and contents are checked
+            by ``labelfree.preflight`` once the organ convention is known.)
     """
     if args.images and args.json_dir:
         raise UsageError("give either --json_dir (datalist) or --images DIR, not both")
@@ -171,25 +181,13 @@ def collect_cases(args: argparse.Namespace) -> list[dict]:
         if item["name"] in names:
             problems.append(f"two cases named {item['name']}: {names[item['name']]} and {item['image']}")
         names[item["name"]] = item["image"]
-        if item.get("label"):
-            problems += _grid_problems(item["image"], item["label"])
-        else:
+        if not item.get("label"):
             item.pop("label", None)
     if problems:
         raise DatalistError(f"{len(problems)} problem(s) with the cases:\n  " + "\n  ".join(problems))
     return items
 
 
-def _grid_problems(image_path: str, label_path: str) -> list[str]:
-    image, label = read_geometry(image_path), read_geometry(label_path)
-    if image.shape[:3] != label.shape[:3]:
-        return [f"label {label_path} has shape {label.shape}, its image {image_path} {image.shape}"]
-    if not np.allclose(image.affine, label.affine, atol=1e-2):
-        tqdm.write(
-            f"warning: label {label_path} and image {image_path} have different affines; "
-            "scoring on the voxel grid, with the label's spacing"
-        )
-    return []
 
 
 def output_dir(args: argparse.Namespace, checkpoint_path: Path) -> Path:
@@ -234,6 +232,13 @@ def main(args: argparse.Namespace) -> dict | None:
     cases = collect_cases(args)  # every input problem surfaces before the network loads
     checkpoint = load_checkpoint(checkpoint_path)
     settings, sources = resolve_settings(args, checkpoint)
+    # Every case's header and content (NaN, label values of the organ convention), before any prediction.
+    cases = preflight.screen_evaluation_cases(cases, settings.organ, settings.num_classes, args.skip_bad_cases,
+                                              args.workers)
+    out_dir = output_dir(args, checkpoint_path)
+    occupied = outputs.occupied_message(out_dir)
+    if occupied and not args.overwrite:
+        raise UsageError(occupied)
     try:
         device = resolve_device(args.device)
         model = settings.build_model()
@@ -246,7 +251,8 @@ def main(args: argparse.Namespace) -> dict | None:
     transforms = get_transforms("infer", **settings.preprocessing())
     predictor = Predictor(model, transforms, settings.roi, args.val_overlap, args.sw_batch_size, device,
                           amp=not args.noamp)
-    out_dir = output_dir(args, checkpoint_path)
+    if occupied:
+        print(f"--overwrite: {outputs.clear_earlier_results(out_dir)} file(s) of the earlier evaluation in {out_dir} deleted")
     n_labelled = sum("label" in c for c in cases)
     print(
         f"{len(cases)} case(s), {n_labelled} with labels | {settings.model.name} from {checkpoint_path} on {device}"

@@ -45,7 +45,7 @@ step "2/4 training a UNet on synthetic tumors in the healthy phantoms (--syn, $E
 
 step "3/4 evaluating on the held-out phantom tumor cases (never seen in training)"
 "$PYTHON" validation.py --model=unet --val_overlap=0.5 --val_dir "$DATA_ROOT" --json_dir "$DATALIST" \
-  --log_dir "$RUN" --save_dir "$OUT/outs"
+  --log_dir "$RUN" --save_dir "$OUT/outs" --overwrite
 
 step "4/4 results table and overlays"
 "$PYTHON" scripts/make_report.py --arm "synthetic=$OUT/outs/synt.no_pretrain.unet/0.5" --out "$OUT/report" \
@@ -56,4 +56,4 @@ step "done"
 echo "results table: $OUT/report/demo.md"
 echo "overlays (CT | reference | prediction): $OUT/report/overlays/"
 echo "per-case metrics and predictions (NIfTI): $OUT/outs/synt.no_pretrain.unet/0.5/"
-echo "TensorBoard: tensorboard --logdir $OUT/runs"
+echo "training curves (TensorBoard event files): $OUT/runs/; to view them: pip install -e '.[tensorboard]' && tensorboard --logdir $OUT/runs"

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         run([sys.executable, "validation.py", "--model=unet", f"--val_overlap={args.val_overlap}",
              "--val_dir", args.data_root, "--json_dir", str(datalists[arm]), "--log_dir", str(logdir),
-             "--save_dir", str(out / "eval")], args.dry_run)
+             "--save_dir", str(out / "eval"), "--overwrite"], args.dry_run)  # re-evaluates a retrained arm
 
     command = "python scripts/run_experiment.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     notes = [

@@ -301,13 +301,32 @@ def test_unexpected_values_and_corrupt_source_are_reported(tmp_path, capsys):
     save(root / "01_Multi-Atlas_Labeling/img/img0004.nii.gz", ct(4), dtype=np.int16)
     save(root / "01_Multi-Atlas_Labeling/label/label0005.nii.gz", box(value=6))  # no img0005
 
-    assert transfer_label.main(["--data_path", str(root)]) == 0
-    report = capsys.readouterr().out
+    assert transfer_label.main(["--data_path", str(root)]) == 1  # label0003 unreadable
+    captured = capsys.readouterr()
+    report = captured.out
+    assert "1 source(s) could not be read" in captured.err
     assert "unexpected label values [20]" in report
     assert "label0003.nii.gz (not written)" in report and "cannot read" in report
     assert "image missing" in report  # img0005 does not exist
     assert "affine mismatch" in report  # label0004 vs img0004
     assert (root / "label/multi-atlas-label0001.nii.gz").is_file()
+
+
+def test_broken_links_are_reported_and_give_exit_status_1(tmp_path, capsys):
+    root = tmp_path / "root"
+    save(root / "01_Multi-Atlas_Labeling/label/label0001.nii.gz", box(value=6))
+    save(root / "01_Multi-Atlas_Labeling/img/img0001.nii.gz", ct(1), dtype=np.int16)
+    (root / "01_Multi-Atlas_Labeling/label/label0002.nii.gz").symlink_to(tmp_path / "gone" / "label0002.nii.gz")
+    save(root / "01_Multi-Atlas_Labeling/label/label0003.nii.gz", box(value=6))
+    (root / "01_Multi-Atlas_Labeling/img/img0003.nii.gz").symlink_to(tmp_path / "gone" / "img0003.nii.gz")
+
+    assert transfer_label.main(["--data_path", str(root)]) == 1
+    captured = capsys.readouterr()
+    assert f"broken link: {root / '01_Multi-Atlas_Labeling/label/label0002.nii.gz'}" in captured.out
+    assert f"image is a broken link: {root / '01_Multi-Atlas_Labeling/img/img0003.nii.gz'}" in captured.out
+    assert "2 source(s) could not be read" in captured.err
+    # What could be converted is written all the same.
+    assert sorted(p.name for p in (root / "label").glob("*.nii.gz")) == ["multi-atlas-label0001.nii.gz"]
 
 
 def test_chest_and_lndb_lungs_from_label_or_extracted(tmp_path, capsys):

@@ -326,7 +326,8 @@ def test_cli_rejects_a_label_whose_grid_differs_from_its_image(tmp_path, capsys)
     ckpt = _checkpoint(tmp_path / "run" / "model.pt")
     argv = ["--val_dir", str(tmp_path / "data"), "--json_dir", str(datalist), "--checkpoint", str(ckpt)]
     assert validation.cli(argv) == 2
-    assert "has shape (10, 10, 10)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "shape mismatch: image (40, 34, 22) vs label (10, 10, 10)" in err and "liver_0.nii.gz" in err
 
 
 # --- end to end: phantom data -> main.py one epoch -> the original validation command -----
