@@ -307,15 +307,11 @@ def check_training_checkpoints(args) -> None:
         check_weights_match(model_state, weights, path)
 
 
-
 def _network_state(args) -> dict:
     """The state dict (names and shapes) of the network ``main.py``'s flags build, on the CPU."""
-    from labelfree.args import roi_size
-    from labelfree.networks import build_model
+    from labelfree.settings import RunSettings
 
-    model = build_model(args.model_name, in_channels=args.in_channels, out_channels=args.out_channels,
-                        roi_size=roi_size(args), swin_type=args.swin_type)
-    return model.state_dict()
+    return RunSettings.from_train_args(args).build_model().state_dict()
 
 
 # ------------------------------------------------------------------------------ validation.py
