@@ -62,6 +62,11 @@ class TumorGenerated(RandomizableTransform, MapTransform):
             organ's surface (every organ of ``organ="multi"``); None uses the profile's (0
             for every organ: the original clips tumors at the surface itself, so a tumor
             at the edge merges with whatever abuts the organ; see ``OrganProfile``).
+        label_visible_edge: None (the original): the label is the unblurred tumor mask and
+            the blurred darkening spreads beyond it. A fraction in (0, 1), e.g. 0.3: the
+            label also takes the organ voxels where the blurred mask is at least that
+            fraction of its full value, so it ends where the visible lesion fades (see
+            ``synthesize_tumors``; ``python -m tumor_synthesis.realism`` measures the halo).
 
     Raises:
         ValueError: bad arguments, or (when called) inputs that are not ``(1, H, W, D)`` or
@@ -80,6 +85,7 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         spacing: Sequence[float] | None = None,
         inplace: bool = False,
         surface_rim_mm: float | None = None,
+        label_visible_edge: float | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
@@ -99,6 +105,9 @@ class TumorGenerated(RandomizableTransform, MapTransform):
             self.tumor_prob = self._check_tumor_prob(tumor_prob)
         self.spacing = None if spacing is None else self._check_spacing(spacing, "spacing")
         self.inplace = bool(inplace)
+        if label_visible_edge is not None and not 0.0 < float(label_visible_edge) < 1.0:
+            raise ValueError(f"label_visible_edge must be a fraction in (0, 1) or None, got {label_visible_edge}")
+        self.label_visible_edge = None if label_visible_edge is None else float(label_visible_edge)
         self._tumor_type: str | None = None
         self._seed: np.ndarray | None = None
 
@@ -177,6 +186,7 @@ class TumorGenerated(RandomizableTransform, MapTransform):
                 self.profile,
                 spacing=self._spacing_of(image),
                 inplace=inplace,
+                label_visible_edge=self.label_visible_edge,
             )
         if result is None or inplace:
             return d
@@ -194,11 +204,13 @@ class TumorGenerated(RandomizableTransform, MapTransform):
             tumor_type = member.tumor_types[int(rng.choice(len(p), p=p / p.sum()))]
             if painted is None and not inplace:
                 # Copies only once something is painted, then every organ paints in place.
-                result = synthesize_tumors(image, label, rng, tumor_type, member, spacing, False, shared_label=True)
+                result = synthesize_tumors(image, label, rng, tumor_type, member, spacing, False, shared_label=True,
+                                            label_visible_edge=self.label_visible_edge)
                 if result is not None:
                     painted, image, label = result, result.image, result.label
             else:
-                result = synthesize_tumors(image, label, rng, tumor_type, member, spacing, True, shared_label=True)
+                result = synthesize_tumors(image, label, rng, tumor_type, member, spacing, True, shared_label=True,
+                                            label_visible_edge=self.label_visible_edge)
                 painted = painted or result
         return painted
 
