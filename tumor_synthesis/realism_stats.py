@@ -118,10 +118,16 @@ def organ_depth_map(region: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """Distance (mm, float32) of each voxel of ``region`` to the nearest voxel outside it (0 outside).
 
     The scan's faces count as outside (the array is padded with background), so an organ cut
-    by the field of view has its surface there.
+    by the field of view has its surface there. Computed on the region's bounding box only.
     """
-    padded = np.pad(np.asarray(region, dtype=bool), 1)
-    return ndimage.distance_transform_edt(padded, sampling=spacing).astype(np.float32)[1:-1, 1:-1, 1:-1]
+    region = np.asarray(region, dtype=bool)
+    depth = np.zeros(region.shape, dtype=np.float32)
+    if not region.any():
+        return depth
+    box = ndimage.find_objects(region.view(np.uint8))[0]
+    padded = np.pad(region[box], 1)
+    depth[box] = ndimage.distance_transform_edt(padded, sampling=spacing)[1:-1, 1:-1, 1:-1]
+    return depth
 
 
 def lesion_statistics(
@@ -131,6 +137,7 @@ def lesion_statistics(
     tumor_label: int,
     spacing: Sequence[float],
     config: StatsConfig = StatsConfig(),
+    depth: np.ndarray | None = None,
 ) -> tuple[list[dict], np.ndarray]:
     """Statistics of every lesion of one case (see the module docstring for their definitions).
 
@@ -141,6 +148,8 @@ def lesion_statistics(
         tumor_label: label value of the tumors.
         spacing: voxel size (sx, sy, sz) in mm.
         config: region distances and the smallest lesion.
+        depth: ``organ_depth_map(organ | tumor, spacing)`` when already known (e.g. the same
+            organ painted several times); computed here when None.
 
     Returns:
         ``(records, components)``: one dict per lesion of at least ``config.min_voxels`` voxels
@@ -158,11 +167,11 @@ def lesion_statistics(
     if n == 0:
         return [], components
     region = organ | tumor
-    # The distance map is computed on the region's bounding box only (the box's faces are
-    # outside the region, like the scan's).
     region_box = ndimage.find_objects(region.view(np.uint8))[0]
-    depth = np.zeros(label.shape, dtype=np.float32)
-    depth[region_box] = organ_depth_map(region[region_box], spacing)
+    if depth is None:
+        depth = organ_depth_map(region, spacing)
+    elif depth.shape != label.shape:
+        raise ValueError(f"depth map shape {depth.shape} differs from the label's {label.shape}")
     z_lo, z_hi = float(region_box[2].start), float(region_box[2].stop - 1)
     pad = np.array([int(math.ceil(config.shell_mm[1] / s)) + 1 for s in spacing])
     records = []
