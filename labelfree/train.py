@@ -59,6 +59,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="with --syn: keep this much organ tissue (mm) between a synthetic tumor and the organ's "
                             "surface (default 0, the original: tumors are clipped at the surface, and one at the edge "
                             "merges with the muscle or fluid next to the organ; 3 is what the phantom experiment uses)")
+    group.add_argument("--syn_label_edge", default=None, type=float, metavar="FRACTION",
+                       help="with --syn: label each synthetic tumor out to where its blurred edge falls to this "
+                            "fraction (e.g. 0.2), so the label ends where the visible lesion does (default off: the "
+                            "original labels the unblurred mask and the darkening spreads past it; see "
+                            "python -m tumor_synthesis.realism)")
     group.add_argument("--cache_num", default=500, type=int,
                        help="cache the preprocessed (loaded, oriented, resampled) training cases, at most this many; "
                             "the rest are preprocessed on every draw (the original's cache never rotated, so cases "
@@ -200,7 +205,7 @@ def train(args: argparse.Namespace, datalists: dict, ctx: DistContext, amp: bool
 
 #: Flags whose change makes a resumed run differ from the interrupted one.
 RESUME_SENSITIVE_FLAGS = ("max_epochs", "warmup_epochs", "lrschedule", "optim_name", "optim_lr", "reg_weight",
-                          "batch_size", "model_name", "swin_type", "syn", "syn_rim_mm", "organ", "json_dir", "seed")
+                          "batch_size", "model_name", "swin_type", "syn", "syn_rim_mm", "syn_label_edge", "organ", "json_dir", "seed")
 
 
 def warn_changed_flags(saved: dict, args: argparse.Namespace, ctx: DistContext) -> None:
@@ -233,6 +238,8 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> None:
             raise ValueError("--syn_rim_mm shapes synthetic tumors: it needs --syn")
         if not args.syn_rim_mm >= 0:
             raise ValueError(f"--syn_rim_mm must be a thickness >= 0 mm, got {args.syn_rim_mm}")
+    if args.syn_label_edge is not None and not (args.syn and 0.0 < args.syn_label_edge < 1.0):
+        raise ValueError(f"--syn_label_edge needs --syn and a fraction in (0, 1), got {args.syn_label_edge}")
     if args.use_pretrained and args.model_name != "swin_unetrv2":
         raise ValueError("--use_pretrained loads Swin-ViT encoder weights: it needs --model_name swin_unetrv2")
     # Weight files are checked now, not after minutes of caching.
@@ -291,7 +298,7 @@ def build_loaders(args: argparse.Namespace, datalists: dict, ctx: DistContext):
     preprocessing = dict(a_min=args.a_min, a_max=args.a_max, space=cli.spacing(args))
     train_transform = get_transforms(
         "train", **preprocessing, roi_size=cli.roi_size(args), syn=args.syn, organ=args.organ,
-        syn_rim_mm=args.syn_rim_mm,
+        syn_rim_mm=args.syn_rim_mm, syn_label_edge=args.syn_label_edge,
     )
     train_ds = build_train_dataset(
         with_case_index(datalists["training"]), train_transform, args.cache_num, args.cache_rate, args.workers,

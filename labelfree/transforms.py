@@ -87,6 +87,7 @@ def get_transforms(
     organ: str = "liver",
     syn_prob: float = 0.9,
     syn_rim_mm: float | None = None,
+    syn_label_edge: float | None = None,
 ) -> Compose:
     """Build the pipeline of ``mode`` (see the module docstring for the order).
 
@@ -104,6 +105,8 @@ def get_transforms(
         syn_prob: probability that a case gets synthetic tumors on a draw.
         syn_rim_mm: organ tissue (mm) kept between a synthetic tumor and the organ surface;
             None: the profile's (0, the original).
+        syn_label_edge: label synthetic tumors out to where their blurred edge falls to this
+            fraction (``TumorGenerated``'s ``label_visible_edge``); None: the original's label.
 
     Returns:
         A flat ``monai.transforms.Compose``.
@@ -120,7 +123,7 @@ def get_transforms(
         return Compose(_load_and_resample(keys, space) + [_scale_intensity(a_min, a_max)])
 
     roi_size = tuple(int(r) for r in roi_size)
-    synthesis = [_tumor_synthesis(organ, syn_prob, syn_rim_mm)] if syn else []
+    synthesis = [_tumor_synthesis(organ, syn_prob, syn_rim_mm, syn_label_edge)] if syn else []
     return Compose(
         _load_and_resample(keys, space)
         + synthesis
@@ -189,7 +192,7 @@ def _scale_intensity(a_min: float, a_max: float) -> ScaleIntensityRanged:
     return ScaleIntensityRanged(keys=IMAGE_KEY, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)
 
 
-def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None):
+def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None, label_edge: float | None = None):
     # Imported here: the non-synthetic pipelines (validation, inference) need nothing from the
     # synthesis package.
     from tumor_synthesis import TumorGenerated
@@ -197,4 +200,5 @@ def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None):
     # In place: the sample reaching this step is already a private copy (CacheDataset with
     # copy_cache=True, or a fresh load for uncached cases), so a second copy of two full volumes
     # would only cost time (about 35 ms a sample at 1 mm, more than painting tiny tumors).
-    return TumorGenerated(keys=(IMAGE_KEY, LABEL_KEY), prob=prob, organ=organ, inplace=True, surface_rim_mm=rim_mm)
+    return TumorGenerated(keys=(IMAGE_KEY, LABEL_KEY), prob=prob, organ=organ, inplace=True, surface_rim_mm=rim_mm,
+                          label_visible_edge=label_edge)
