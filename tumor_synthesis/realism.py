@@ -314,6 +314,8 @@ def run(args: argparse.Namespace) -> dict:
         "organ": profile.name,
         "settings": settings,
         "counts": {"real_cases": len(real_cases), "healthy_cases": len(healthy_cases),
+                   "painted_cases": len(healthy_cases) - sum(len(skipped[k]) for k in ("healthy_with_tumor",
+                                                                                         "healthy_without_organ")),
                    "real_lesions": len(real.records), "synthetic_lesions": len(synthetic.records),
                    "size_matched_pairs": int(len(keep_real))},
         "skipped": skipped,

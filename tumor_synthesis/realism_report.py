@@ -27,8 +27,8 @@ def markdown_report(result: dict) -> str:
         f"# Realism: {result['organ']}",
         "",
         f"Real: `{s['real_json']}` ({c['real_cases']} cases, {c['real_lesions']} lesions). Synthetic: "
-        f"`{s['healthy_json']}` ({c['healthy_cases']} cases, {s['draws']} draws each, {c['synthetic_lesions']} "
-        f"lesions). Type mix {s['type_mix'] or 'profile default'}, rim {s['syn_rim_mm'] if s['syn_rim_mm'] is not None else 'profile default'} mm, "
+        f"`{s['healthy_json']}` ({c.get('painted_cases', c['healthy_cases'])} of its {c['healthy_cases']} cases "
+        f"painted, {s['draws']} draws each, {c['synthetic_lesions']} lesions). Type mix {s['type_mix'] or 'profile default'}, rim {s['syn_rim_mm'] if s['syn_rim_mm'] is not None else 'profile default'} mm, "
         f"label edge {s['syn_label_edge'] if s['syn_label_edge'] is not None else 'off (original)'}, synthesis "
         f"`{s['synthesis']}`; resampled to {' x '.join(f'{v:g}' for v in s['space'])} mm.",
         "",
@@ -109,6 +109,9 @@ def save_figure(path: Path, result: dict, real, synthetic, keep_real, keep_syn) 
         if both.size:
             lo, hi = np.percentile(both, [1, 99])
             bins = np.linspace(lo, hi if hi > lo else lo + 1, 25)
+            if name == "volume_ml" and lo > 0:  # volumes span decades
+                bins = np.geomspace(lo, hi if hi > lo else lo * 2, 25)
+                ax.set_xscale("log")
             ax.hist(np.clip(s, lo, hi), bins=bins, density=True, alpha=0.5, color="tab:orange", label="synthetic")
             ax.hist(np.clip(r, lo, hi), bins=bins, density=True, alpha=0.5, color="tab:blue", label="real")
         st = result["statistics"][name]
