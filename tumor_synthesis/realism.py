@@ -256,6 +256,7 @@ def run(args: argparse.Namespace) -> dict:
         image, label = data["image"][0].numpy(), data["label"][0].numpy()
         name = _case_name(entry["image"], args.data_dir)
         found = measure_case(image, label, profile, space, config, args.crop, name, "real")
+        print(f"real {name}: {len(found[0])} lesions", flush=True)
         if not found[0]:
             skipped["real_without_tumor"].append(name)
         real.add(*found)
@@ -284,6 +285,7 @@ def run(args: argparse.Namespace) -> dict:
             same_outline = np.array_equal(organ, (label == profile.organ_label) | (label == profile.tumor_label))
             synthetic.add(*measure_case(image, label, profile, space, config, args.crop, name, "synthetic",
                                         depth if same_outline else None))
+        print(f"healthy {name}: {args.draws} draws, {len(synthetic.records)} synthetic lesions so far", flush=True)
         timing["synthetic_s"] += time.perf_counter() - t0
     if not real.records:
         raise ValueError(f"no real lesion (tumor label {profile.tumor_label}, at least {config.min_voxels} voxels) in "
