@@ -27,7 +27,7 @@ def markdown_report(result: dict) -> str:
         f"# Realism: {result['organ']}",
         "",
         f"Real: `{s['real_json']}` ({c['real_cases']} cases, {c['real_lesions']} lesions). Synthetic: "
-        f"`{s['healthy_json']}` ({c.get('painted_cases', c['healthy_cases'])} of its {c['healthy_cases']} cases "
+        f"`{s['healthy_json']}` ({_painted(result)} of its {c['healthy_cases']} cases "
         f"painted, {s['draws']} draws each, {c['synthetic_lesions']} lesions). Type mix {s['type_mix'] or 'profile default'}, rim {s['syn_rim_mm'] if s['syn_rim_mm'] is not None else 'profile default'} mm, "
         f"label edge {s['syn_label_edge'] if s['syn_label_edge'] is not None else 'off (original)'}, synthesis "
         f"`{s['synthesis']}`; resampled to {' x '.join(f'{v:g}' for v in s['space'])} mm.",
@@ -62,6 +62,12 @@ def markdown_report(result: dict) -> str:
         rt = result["runtime_s"]
         lines += ["", "Runtime: " + ", ".join(f"{k[:-2]} {v:g} s" for k, v in rt.items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _painted(result: dict) -> int:
+    """Cases of the healthy list that were painted (neither holding tumor nor lacking the organ)."""
+    skipped = result["skipped"]
+    return result["counts"]["healthy_cases"] - len(skipped["healthy_with_tumor"]) - len(skipped["healthy_without_organ"])
 
 
 def _pairs(real, synthetic, keep_real, keep_syn, n: int) -> list[tuple[int, int]]:
