@@ -11,7 +11,11 @@ are pure numpy functions driven by a ``numpy.random.Generator``:
 * :mod:`tumor_synthesis.organs`: organ profiles (window, labels, laws), as data: liver,
   lung (nodules), pancreas, kidney, and the multi-organ label convention;
 * :mod:`tumor_synthesis.engine`: one sample from all of the above;
-* :mod:`tumor_synthesis.preview`: PNG previews (``python -m tumor_synthesis.preview``).
+* :mod:`tumor_synthesis.preview`: PNG previews (``python -m tumor_synthesis.preview``);
+* :mod:`tumor_synthesis.realism`: synthetic vs real tumors, lesion by lesion, and a machine
+  Turing test (``python -m tumor_synthesis.realism``; statistics in
+  :mod:`~tumor_synthesis.realism_stats`, the CNN in :mod:`~tumor_synthesis.realism_classifier`,
+  tables and figure in :mod:`~tumor_synthesis.realism_report`).
 """
 
 from tumor_synthesis.engine import SynthesisPlan, SynthesisResult, synthesize_tumors

@@ -186,7 +186,7 @@ class TumorGenerated(RandomizableTransform, MapTransform):
                 self.profile,
                 spacing=self._spacing_of(image),
                 inplace=inplace,
-                label_visible_edge=self.label_visible_edge,
+                **self._edge_kwargs(),
             )
         if result is None or inplace:
             return d
@@ -194,6 +194,10 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         d[label_key] = convert_to_dst_type(result.label[None], dst=label, dtype=label.dtype)[0]
         return d
 
+
+    def _edge_kwargs(self) -> dict:
+        # Passed only when set, so the engine's call stays the original's by default.
+        return {} if self.label_visible_edge is None else {"label_visible_edge": self.label_visible_edge}
 
     def _paint_organs(self, image: np.ndarray, label: np.ndarray, spacing, inplace: bool):
         """Paint each organ of a multi-organ label in turn; None when none was painted."""
@@ -205,12 +209,12 @@ class TumorGenerated(RandomizableTransform, MapTransform):
             if painted is None and not inplace:
                 # Copies only once something is painted, then every organ paints in place.
                 result = synthesize_tumors(image, label, rng, tumor_type, member, spacing, False, shared_label=True,
-                                            label_visible_edge=self.label_visible_edge)
+                                            **self._edge_kwargs())
                 if result is not None:
                     painted, image, label = result, result.image, result.label
             else:
                 result = synthesize_tumors(image, label, rng, tumor_type, member, spacing, True, shared_label=True,
-                                            label_visible_edge=self.label_visible_edge)
+                                            **self._edge_kwargs())
                 painted = painted or result
         return painted
 
