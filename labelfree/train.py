@@ -83,6 +83,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--syn_device", default="loader", choices=("loader", "cuda"),
                        help="with --syn: where synthesis and the augmentations after it run: in the loader (its "
                             "workers, on the CPU) or on this process's GPU in the training step (needs --workers 0)")
+    group.add_argument("--syn_label_edge", default=None, type=float, metavar="FRACTION",
+                       help="with --syn: label each synthetic tumor out to where its blurred edge falls to this "
+                            "fraction (e.g. 0.2), so the label ends where the visible lesion does (default off: the "
+                            "original labels the unblurred mask and the darkening spreads past it; see "
+                            "python -m tumor_synthesis.realism)")
     group.add_argument("--cache_num", default=500, type=int,
                        help="cache the preprocessed (loaded, oriented, resampled) training cases, at most this many; "
                             "the rest are preprocessed on every draw (the original's cache never rotated, so cases "
@@ -247,8 +252,8 @@ def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx:
 
 #: Flags whose change makes a resumed run differ from the interrupted one.
 RESUME_SENSITIVE_FLAGS = ("max_epochs", "warmup_epochs", "lrschedule", "optim_name", "optim_lr", "reg_weight",
-                          "batch_size", "model_name", "swin_type", "syn", "syn_rim_mm", "syn_qc", "syn_qc_threshold",
-                          "organ", "json_dir", "seed", "synthesis", "syn_grid_mm")
+                          "batch_size", "model_name", "swin_type", "syn", "syn_rim_mm", "syn_label_edge", "syn_qc",
+                          "syn_qc_threshold", "organ", "json_dir", "seed", "synthesis", "syn_grid_mm")
 
 
 def warn_changed_flags(saved: dict, args: argparse.Namespace, ctx: DistContext) -> None:
@@ -297,6 +302,8 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> RunSettings
         if args.syn_device != "loader":
             raise ValueError("--syn_qc carries the healthy crop from the loader: use it with --syn_device loader")
     check_synthesis_args(args, device)
+    if args.syn_label_edge is not None and not (args.syn and 0.0 < args.syn_label_edge < 1.0):
+        raise ValueError(f"--syn_label_edge needs --syn and a fraction in (0, 1), got {args.syn_label_edge}")
     if args.use_pretrained and args.model_name != "swin_unetrv2":
         raise ValueError("--use_pretrained loads Swin-ViT encoder weights: it needs --model_name swin_unetrv2")
     # Weight files are checked now, not after minutes of caching.
@@ -360,7 +367,7 @@ def build_loaders(args: argparse.Namespace, settings: RunSettings, datalists: di
     train_transform = get_transforms(
         "train", **preprocessing, roi_size=settings.roi, syn=args.syn, organ=settings.organ,
         syn_rim_mm=args.syn_rim_mm, time_synthesis=True, keep_healthy=args.syn_qc is not None,
-        synthesis=args.synthesis, syn_grid_mm=args.syn_grid_mm,
+        synthesis=args.synthesis, syn_grid_mm=args.syn_grid_mm, syn_label_edge=args.syn_label_edge,
         syn_device=ctx.device if args.syn_device == "cuda" else None,
     )
     train_ds = build_train_dataset(

@@ -94,6 +94,7 @@ def get_transforms(
     synthesis: str = "ellipsoid",
     syn_grid_mm: float | None = None,
     syn_device=None,
+    syn_label_edge: float | None = None,
 ) -> Compose:
     """Build the pipeline of ``mode`` (see the module docstring for the order).
 
@@ -123,6 +124,8 @@ def get_transforms(
         syn_device: None (synthesis where the sample is: the loader's CPU) or a device the
             sample is moved to before synthesis, e.g. ``cuda``: synthesis and augmentation then
             run on the GPU, in a loader without worker processes.
+        syn_label_edge: label synthetic tumors out to where their blurred edge falls to this
+            fraction (``TumorGenerated``'s ``label_visible_edge``); None: the original's label.
 
     Returns:
         A flat ``monai.transforms.Compose``.
@@ -139,7 +142,8 @@ def get_transforms(
         return Compose(_load_and_resample(keys, space) + [_scale_intensity(a_min, a_max)])
 
     roi_size = tuple(int(r) for r in roi_size)
-    synthesis = [_tumor_synthesis(organ, syn_prob, syn_rim_mm, synthesis, syn_grid_mm, syn_device)] if syn else []
+    synthesis = [_tumor_synthesis(organ, syn_prob, syn_rim_mm, synthesis, syn_grid_mm, syn_device,
+                                  syn_label_edge)] if syn else []
     if synthesis and time_synthesis:
         from labelfree.step_timer import TimedTransform
 
@@ -216,7 +220,7 @@ def _scale_intensity(a_min: float, a_max: float, keys=IMAGE_KEY) -> ScaleIntensi
 
 
 def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None, model: str = "ellipsoid",
-                     grid_mm: float | None = None, device=None):
+                     grid_mm: float | None = None, device=None, label_edge: float | None = None):
     # Imported here: the non-synthetic pipelines (validation, inference) need nothing from the
     # synthesis package.
     from tumor_synthesis import TumorGenerated
@@ -224,6 +228,8 @@ def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None, model: str =
     # In place: the sample reaching this step is already a private copy (CacheDataset with
     # copy_cache=True, or a fresh load for uncached cases), so a second copy of two full volumes
     # would only cost time (about 35 ms a sample at 1 mm, more than painting tiny tumors).
-    grid = {} if grid_mm is None else {"growth_grid_mm": grid_mm}
+    options = {} if grid_mm is None else {"growth_grid_mm": grid_mm}
+    if label_edge is not None:
+        options["label_visible_edge"] = label_edge
     return TumorGenerated(keys=(IMAGE_KEY, LABEL_KEY), prob=prob, organ=organ, inplace=True, surface_rim_mm=rim_mm,
-                          synthesis=model, device=device, **grid)
+                          synthesis=model, device=device, **options)

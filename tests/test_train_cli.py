@@ -241,6 +241,15 @@ def test_syn_rim_reaches_the_synthesis_transform(data_root):
 
     assert synthesis([]).profile.surface_rim_mm == 0.0  # the original's clipping by default
     assert synthesis(["--syn_rim_mm", "3"]).profile.surface_rim_mm == 3.0
+    assert synthesis([]).label_visible_edge is None  # the original's label by default
+    assert synthesis(["--syn_label_edge", "0.2"]).label_visible_edge == 0.2
+
+
+@pytest.mark.parametrize("flags", [["--syn_label_edge", "0.2"], ["--syn", "--syn_label_edge", "1.5"]])
+def test_syn_label_edge_needs_syn_and_a_fraction(data_root, capsys, flags):
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main([*data_flags(data_root), *flags])
+    assert exit_info.value.code == 2 and "--syn_label_edge needs --syn and a fraction in (0, 1)" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------- runs

@@ -103,6 +103,7 @@ def synthesize_tumors(
     spacing=(1.0, 1.0, 1.0),
     inplace: bool = False,
     shared_label: bool = False,
+    label_visible_edge: float | None = None,
 ) -> SynthesisResult | None:
     """Paint synthetic tumors of ``tumor_type`` into the organ of a healthy volume.
 
@@ -117,6 +118,11 @@ def synthesize_tumors(
         shared_label: the label holds other organs too (multi-organ convention): the
             sample is skipped only when this organ's tumor label is present, instead of
             whenever a value exceeds the organ label.
+        label_visible_edge: None (the original) labels the unblurred, clipped mask, and the
+            blurred change spreads beyond it (a darkened halo of organ outside the label). A
+            fraction in (0, 1) also labels the organ voxels whose blurred mask reaches that
+            fraction of its full value: the label ends where the visible lesion fades to that
+            fraction of its difference (``tumor_synthesis.realism`` measures the halo).
 
     Returns:
         The result, or None (inputs untouched) when the label already holds a tumor (a
@@ -184,6 +190,9 @@ def synthesize_tumors(
             continue
         image_box = image_work[box]
         change = soft_mask(union, sigma_vox)
+        if label_visible_edge is not None:
+            # Taken before the texture scales the change in place: the edge is the mask's own.
+            union = union | (organ & (change >= np.float32(label_visible_edge)))
         tex = texture_field(change.shape, spacing, texture, rng)
         if profile.intensity_model == "target":
             change = target_change(change, tex, image_box, intensity.target_hu, profile.target_jitter_hu)

@@ -91,6 +91,11 @@ class TumorGenerated(RandomizableTransform, MapTransform):
             them where they are). ``"cuda"`` runs the growth model, and every transform
             after this one, on the GPU: for a loader in the main process
             (``num_workers=0``, no ``pin_memory``), as ``main.py --syn_device cuda`` sets up.
+        label_visible_edge: ellipsoid model only. None (the original): the label is the
+            unblurred tumor mask and the blurred darkening spreads beyond it. A fraction in (0, 1), e.g. 0.3: the
+            label also takes the organ voxels where the blurred mask is at least that
+            fraction of its full value, so it ends where the visible lesion fades (see
+            ``synthesize_tumors``; ``python -m tumor_synthesis.realism`` measures the halo).
 
     Raises:
         ValueError: bad arguments, or (when called) inputs that are not ``(1, H, W, D)`` or
@@ -112,6 +117,7 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         synthesis: str = "ellipsoid",
         growth_grid_mm: float = GROWTH_GRID_MM,
         device: str | torch.device | None = None,
+        label_visible_edge: float | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
@@ -149,6 +155,12 @@ class TumorGenerated(RandomizableTransform, MapTransform):
             self.tumor_prob = self._check_tumor_prob(tumor_prob)
         self.spacing = None if spacing is None else self._check_spacing(spacing, "spacing")
         self.inplace = bool(inplace)
+        if label_visible_edge is not None and not 0.0 < float(label_visible_edge) < 1.0:
+            raise ValueError(f"label_visible_edge must be a fraction in (0, 1) or None, got {label_visible_edge}")
+        if label_visible_edge is not None and synthesis == "growth":
+            raise ValueError("label_visible_edge moves the label edge of the ellipsoid model's blurred tumors; the "
+                             "growth model labels every voxel it reached (use None with synthesis='growth')")
+        self.label_visible_edge = None if label_visible_edge is None else float(label_visible_edge)
         self._tumor_type: str | None = None
         self._seed: np.ndarray | None = None
 
@@ -231,6 +243,7 @@ class TumorGenerated(RandomizableTransform, MapTransform):
                 self.profile,
                 spacing=self._spacing_of(image),
                 inplace=inplace,
+                **self._edge_kwargs(),
             )
         if result is None or inplace:
             return d
@@ -276,6 +289,10 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         d[label_key] = convert_to_dst_type(label_t[None], dst=label, dtype=label.dtype)[0]
         return d
 
+    def _edge_kwargs(self) -> dict:
+        # Passed only when set, so the engine's call stays the original's by default.
+        return {} if self.label_visible_edge is None else {"label_visible_edge": self.label_visible_edge}
+
     def _paint_organs(self, image: np.ndarray, label: np.ndarray, spacing, inplace: bool):
         """Paint each organ of a multi-organ label in turn; None when none was painted."""
         rng = np.random.default_rng(self._seed)
@@ -285,11 +302,13 @@ class TumorGenerated(RandomizableTransform, MapTransform):
             tumor_type = member.tumor_types[int(rng.choice(len(p), p=p / p.sum()))]
             if painted is None and not inplace:
                 # Copies only once something is painted, then every organ paints in place.
-                result = synthesize_tumors(image, label, rng, tumor_type, member, spacing, False, shared_label=True)
+                result = synthesize_tumors(image, label, rng, tumor_type, member, spacing, False, shared_label=True,
+                                            **self._edge_kwargs())
                 if result is not None:
                     painted, image, label = result, result.image, result.label
             else:
-                result = synthesize_tumors(image, label, rng, tumor_type, member, spacing, True, shared_label=True)
+                result = synthesize_tumors(image, label, rng, tumor_type, member, spacing, True, shared_label=True,
+                                            **self._edge_kwargs())
                 painted = painted or result
         return painted
 
