@@ -181,6 +181,11 @@ def get_transforms(
     )
 
 
+def get_train_stages(**kwargs) -> TrainStages:
+    """The ``train`` pipeline of :func:`get_transforms` (same keyword arguments), split at its cache boundary."""
+    return split_at_cache_boundary(get_transforms("train", **kwargs))
+
+
 def split_at_cache_boundary(pipeline: Compose) -> TrainStages:
     """Split a flat pipeline before its first random (or non-``Transform``) step.
 

@@ -16,7 +16,7 @@ from monai.transforms import (
 )
 
 from labelfree.data import build_train_dataset
-from labelfree.transforms import TrainStages, get_transforms, split_at_cache_boundary
+from labelfree.transforms import get_train_stages, get_transforms, split_at_cache_boundary
 
 A_MIN, A_MAX = -21.0, 189.0
 SPACING = (2.5, 2.0, 3.0)  # mm, on disk
@@ -55,11 +55,6 @@ def write_case(tmp_path, name="case"):
 def world_centroid(mask, affine):
     idx = np.argwhere(mask).mean(axis=0)
     return (np.asarray(affine) @ np.append(idx, 1.0))[:3]
-
-
-def get_train_stages(**kwargs) -> TrainStages:
-    """The ``train`` pipeline of ``get_transforms`` (same keyword arguments), split at its cache boundary."""
-    return split_at_cache_boundary(get_transforms("train", **kwargs))
 
 
 def test_val_pipeline_geometry_and_intensity(tmp_path):
