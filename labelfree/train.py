@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 
 import torch
-from monai.inferers import SlidingWindowInferer
 from monai.losses import DiceCELoss
 
 from labelfree.networks import build_model, check_model_args, load_swinvit_weights
 from labelfree.optimizers import OPTIMIZER_NAMES, SCHEDULE_NAMES, build_optimizer, build_scheduler
+from labelfree.evaluation.roi import add_roi_arguments, build_inferer
 from labelfree.trainer import CHECKPOINT_BEST, CHECKPOINT_FINAL, Trainer, TrainerConfig
 from labelfree import args as cli
 from labelfree.checkpoint import CheckpointError, load_checkpoint, load_model_weights
@@ -102,6 +102,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--val_every", default=1, type=int,
                        help="validate after every N-th epoch (and after the last one)")
     cli.add_inference_arguments(parser)
+    add_roi_arguments(parser)
 
     group = parser.add_argument_group("output")
     group.add_argument("--logdir", default=None, type=str,
@@ -173,9 +174,8 @@ def train(args: argparse.Namespace, datalists: dict, ctx: DistContext, amp: bool
         loss_fn=DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=0, smooth_dr=1e-6),
         train_loader=train_loader,
         val_loader=val_loader,
-        inferer=SlidingWindowInferer(
-            roi_size=cli.roi_size(args), sw_batch_size=args.sw_batch_size, overlap=args.val_overlap, mode="gaussian"
-        ),
+        inferer=build_inferer(cli.roi_size(args), args.val_overlap, args.sw_batch_size, args.roi_mode,
+                              (args.a_min, args.a_max), ctx.device),
         ctx=ctx,
         config=TrainerConfig(
             max_epochs=args.max_epochs,
@@ -225,6 +225,8 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> None:
         raise ValueError(f"--out_channels ({args.out_channels}) and --num_classes ({args.num_classes}) must agree")
     if args.val_every < 1 or args.max_epochs < 1 or args.batch_size < 1:
         raise ValueError("--val_every, --max_epochs and --batch_size must be at least 1")
+    if args.sw_batch_size is not None and args.sw_batch_size < 1:
+        raise ValueError(f"--sw_batch_size must be at least 1, got {args.sw_batch_size}")
     if args.resume_ckpt and not args.pretrained_dir:
         raise ValueError("--resume_ckpt needs --pretrained_dir (the checkpoint to load)")
     check_model_args(args.model_name, cli.roi_size(args), args.swin_type)

@@ -40,6 +40,7 @@ from tqdm import tqdm
 import labelfree.args
 from labelfree.evaluation import report
 from labelfree.evaluation.inference import Predictor, load_model, select_device
+from labelfree.evaluation import roi as roi_inference
 from labelfree.evaluation.postprocess import DEFAULT_TUMOR_MARGIN_MM, postprocess_labels
 from labelfree.evaluation.scoring import score_label_pairs
 from labelfree.networks import MODEL_NAMES, SWIN_FEATURE_SIZES, build_model
@@ -96,7 +97,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     infer = parser.add_argument_group("inference")
     infer.add_argument("--val_overlap", default=0.5, type=float, help="overlap of neighbouring windows, in [0, 1)")
-    infer.add_argument("--sw_batch_size", default=1, type=int, help="windows per forward pass")
+    infer.add_argument("--sw_batch_size", default=None, type=int,
+                       help="windows per forward pass (default: 4 on CUDA, 1 on CPU)")
     infer.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     infer.add_argument("--noamp", action="store_true", help="no mixed precision on CUDA (AMP is on by default there)")
     infer.add_argument("--workers", default=1, type=int, help="processes loading the next scans during inference")
@@ -105,6 +107,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--no_postprocess", action="store_true", help="keep the raw argmax (no component filtering)")
     scoring.add_argument("--nsd_tolerance", default=2.0, type=float, help="NSD tolerance in mm (2)")
     scoring.add_argument("--save_dir", default="outs", help="output root (default: outs)")
+    roi_inference.add_roi_arguments(parser)
     return parser
 
 
@@ -116,7 +119,7 @@ def check_args(args: argparse.Namespace) -> None:
     """Reject values that would only fail later, or silently do something else."""
     if not 0.0 <= args.val_overlap < 1.0:
         raise UsageError(f"--val_overlap must be in [0, 1), got {args.val_overlap}")
-    if args.sw_batch_size < 1:
+    if args.sw_batch_size is not None and args.sw_batch_size < 1:
         raise UsageError(f"--sw_batch_size must be at least 1, got {args.sw_batch_size}")
     if args.nsd_tolerance < 0:
         raise UsageError(f"--nsd_tolerance must be >= 0 mm, got {args.nsd_tolerance}")
@@ -306,7 +309,9 @@ def main(args: argparse.Namespace) -> dict | None:
     space = (args.space_x, args.space_y, args.space_z)
     roi = (args.roi_x, args.roi_y, args.roi_z)
     transforms = get_transforms("infer", a_min=args.a_min, a_max=args.a_max, space=space)
-    predictor = Predictor(model, transforms, roi, args.val_overlap, args.sw_batch_size, device, amp=not args.noamp)
+    predictor = Predictor(model, transforms, roi, args.val_overlap,
+                          roi_inference.resolve_sw_batch_size(args.sw_batch_size, device), device, amp=not args.noamp,
+                          roi_mode=args.roi_mode, body_threshold=roi_inference.body_threshold(args.a_min, args.a_max))
     out_dir = output_dir(args, checkpoint_path)
     n_labelled = sum("label" in c for c in cases)
     print(
@@ -338,7 +343,7 @@ def main(args: argparse.Namespace) -> dict | None:
         "checkpoint": str(checkpoint_path), "model": args.model, "swin_type": args.swin_type,
         "feature_size": args.feature_size, "num_classes": args.num_classes, "organ": args.organ,
         "a_min": args.a_min, "a_max": args.a_max, "space_mm": list(space), "roi": list(roi),
-        "val_overlap": args.val_overlap, "nsd_tolerance_mm": args.nsd_tolerance,
+        "val_overlap": args.val_overlap, "roi_mode": args.roi_mode, "nsd_tolerance_mm": args.nsd_tolerance,
         "postprocess": not args.no_postprocess, "tumor_margin_mm": DEFAULT_TUMOR_MARGIN_MM,
         "cases_predicted": len(cases), "seconds": elapsed,
     }
