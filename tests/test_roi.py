@@ -122,7 +122,7 @@ def test_organ_roi_finds_the_organ_and_equals_the_full_sliding_window_there():
 
     with torch.no_grad():
         full = sliding_window_inference(image, ROI, 1, net, 0.5, mode="gaussian")
-        inferer = RoiInferer(ROI, 0.5, 2, mode="organ", body_threshold=0.0, organ_margin=3)
+        inferer = RoiInferer(ROI, 0.5, 2, mode="organ", body_threshold=0.0, organ_margin=3, organ_trim=0.0)
         roi = inferer(image, net)
         body = RoiInferer(ROI, 0.5, 2, mode="body")
         body(image, net)
@@ -134,6 +134,15 @@ def test_organ_roi_finds_the_organ_and_equals_the_full_sliding_window_there():
     inside = _box_mask(image.shape[2:], stats.box)
     _assert_equal_inside(roi, full, inside)
     assert (roi.argmax(dim=1)[0].numpy()[~inside] == 0).all()
+
+    # Trimmed (the default): fewer windows, still the full window's labels inside the organ.
+    with torch.no_grad():
+        trimmed = RoiInferer(ROI, 0.5, 2, mode="organ", body_threshold=0.0, organ_margin=3, organ_trim=0.25)
+        approx = trimmed(image, net)
+    assert trimmed.stats[0].box == stats.box and trimmed.stats[0].windows_run < stats.windows_run
+    organ = np.zeros(inside.shape, bool)
+    organ[block] = True
+    np.testing.assert_array_equal(approx.argmax(dim=1)[0].numpy()[organ], full.argmax(dim=1)[0].numpy()[organ])
 
 
 def test_no_body_falls_back_to_the_whole_volume_and_none_is_monai_itself():
@@ -163,6 +172,10 @@ def test_boxes_and_crops_on_hand_made_masks():
     assert aligned_crop(((11, 13),), (32,), (10,), 0.5) == ((5, 20),)
     assert aligned_crop(((29, 32),), (32,), (10,), 0.5) == ((20, 32),)
     assert aligned_crop(((2, 5),), (8,), (10,), 0.5) == ((0, 8),)
+    # Trimmed by 3: the window at 10 reaches (11, 13) only within 3 voxels of its start.
+    assert aligned_crop(((11, 13),), (32,), (10,), 0.5, trim=(3,)) == ((5, 15),)
+    # No window's trimmed core reaches (12, 13): untrimmed, as without trim.
+    assert aligned_crop(((12, 13),), (32,), (10,), 0.5, trim=(4,)) == ((5, 20),)
     # The window's HU threshold in network units.
     assert body_threshold(-1000, 500) == pytest.approx(500 / 1500)
     assert body_threshold(-21, 189) == 0.0

@@ -11,7 +11,9 @@ body wall. ``--roi_mode`` restricts the windows to a box:
 * ``organ``: the body box, then one coarse pass of the same network over it (windows of the
   same size without overlap or blending: every voxel is seen once, at the training voxel
   size, so the organ looks as it did in training) gives a box around the predicted organ(s),
-  widened by ``organ_margin`` voxels; the full-overlap pass then runs over that box only.
+  widened by ``organ_margin`` voxels; the full-overlap pass then runs over that box only,
+  leaving out the windows that reach the box only with their rim (``organ_trim``): faster,
+  and close to (not equal to) the full sliding window at the box's edge.
 
 Outside the box the prediction is background: the logits are ``0`` for class 0 and
 ``-OUTSIDE_LOGIT_MARGIN`` for every other class (softmax: background with probability 1 in
@@ -62,6 +64,11 @@ BODY_MIN_FRACTION = 0.01
 ORGAN_MIN_FRACTION = 0.2
 #: Voxels added around the coarse organ box on every side.
 DEFAULT_ORGAN_MARGIN = 8
+#: ``organ`` mode: fraction of the window cut off each side before testing whether a window
+#: reaches the organ box. A window left out this way touches the box only with the outer
+#: quarter of its width, where the Gaussian (sigma = 1/8 of the window) weighs at most
+#: exp(-2) = 0.14 of its centre; 8 voxels inside the box, at most exp(-3.6) = 0.03 (96^3).
+DEFAULT_ORGAN_TRIM = 0.25
 #: Windows per forward pass when ``--sw_batch_size`` is not given: batching fills a GPU; on a
 #: CPU it saves nothing and only multiplies the memory of the activations.
 DEFAULT_SW_BATCH_SIZE = {"cuda": 4, "cpu": 1}
@@ -124,19 +131,27 @@ def count_windows(shape: Sequence[int], roi_size: Sequence[int], overlap: float)
     return int(np.prod([len(window_starts(n, r, overlap)) for n, r in zip(shape, roi_size)]))
 
 
-def aligned_crop(box: Box, shape: Sequence[int], roi_size: Sequence[int], overlap: float) -> Box:
+def aligned_crop(box: Box, shape: Sequence[int], roi_size: Sequence[int], overlap: float,
+                 trim: Sequence[int] | None = None) -> Box:
     """The smallest crop holding every full-volume window that intersects ``box``.
 
     It starts at a window start of the full-volume grid and ends at a window end, so MONAI's
     grid on the crop is the subset of the full grid inside it (see the module docstring).
     An axis no longer than the window keeps its whole length (MONAI pads it the same way).
+
+    Args:
+        trim: voxels per axis cut off each side of a window before testing whether it
+            intersects ``box`` (0: exact). Windows that reach the box only with their rim,
+            where the Gaussian weight is small, are then left out.
     """
+    trim = trim or (0,) * len(box)
     crop = []
-    for (lo, hi), n, r in zip(box, shape, roi_size):
+    for (lo, hi), n, r, t in zip(box, shape, roi_size, trim):
         if n <= r:
             crop.append((0, n))
             continue
-        hit = [s for s in window_starts(n, r, overlap) if s < hi and s + r > lo]
+        starts = window_starts(n, r, overlap)
+        hit = [s for s in starts if s + t < hi and s + r - t > lo] or [s for s in starts if s < hi and s + r > lo]
         crop.append((hit[0], hit[-1] + r))
     return tuple(crop)
 
@@ -246,6 +261,8 @@ class RoiInferer:
         mode: ``"none"``, ``"body"`` or ``"organ"``.
         body_threshold: body / air threshold in network input units (:func:`body_threshold`).
         organ_margin: voxels added around the coarse organ box (``organ`` mode).
+        organ_trim: fraction of the window cut off each side when testing which windows reach
+            the organ box (``organ`` mode; 0: the organ box is exact like the body box).
 
     Attributes:
         stats: one :class:`RoiStats` per case of the last call.
@@ -257,6 +274,7 @@ class RoiInferer:
     mode: str = DEFAULT_ROI_MODE
     body_threshold: float = 0.0
     organ_margin: int = DEFAULT_ORGAN_MARGIN
+    organ_trim: float = DEFAULT_ORGAN_TRIM
     stats: list[RoiStats] = field(default_factory=list, repr=False)
 
     def __post_init__(self):
@@ -268,6 +286,8 @@ class RoiInferer:
             raise ValueError(f"sw_batch_size must be at least 1, got {self.sw_batch_size}")
         if self.organ_margin < 0:
             raise ValueError(f"organ_margin must be >= 0 voxels, got {self.organ_margin}")
+        if not 0.0 <= self.organ_trim < 0.5:
+            raise ValueError(f"organ_trim must be in [0, 0.5), got {self.organ_trim}")
         self.roi_size = tuple(int(r) for r in self.roi_size)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -299,7 +319,7 @@ class RoiInferer:
         shape = tuple(int(s) for s in image.shape[2:])
         whole = tuple((0, s) for s in shape)
         n_full = count_windows(shape, self.roi_size, self.overlap)
-        box, fallback, coarse = body_box(image[0], self.body_threshold), "", 0
+        box, fallback, coarse, trim = body_box(image[0], self.body_threshold), "", 0, None
         if box is None:
             box, fallback = whole, "nothing above the body threshold"
         if self.mode == "organ":
@@ -312,7 +332,8 @@ class RoiInferer:
                 fallback = fallback or "the coarse pass found no organ: body box"
             else:
                 box = _clip_box(tuple((lo + b0, hi + b0) for (lo, hi), (b0, _) in zip(organ, body)), body)
-        crop = aligned_crop(box, shape, self.roi_size, self.overlap)
+                trim = tuple(int(r * self.organ_trim) for r in self.roi_size)
+        crop = aligned_crop(box, shape, self.roi_size, self.overlap, trim)
         crop_logits = self._sliding_window(image[(..., *_slices(crop))], network, self.overlap, "gaussian")
         crop_logits = torch.as_tensor(crop_logits)
         output = torch.full((1, crop_logits.shape[1], *shape), -OUTSIDE_LOGIT_MARGIN,
