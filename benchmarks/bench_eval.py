@@ -14,9 +14,20 @@ Inference: the full per-case path of validation.py (infer pipeline, Gaussian-ble
 window with the original UNet, Invertd back to the input grid) on a synthetic scan, against
 one forward pass of a single window; ``--device cuda`` runs it with AMP (``--noamp`` for fp32).
 
+ROI-restricted inference (``--roi``): time per case of the sliding window with ``--roi_mode``
+none / body / organ (``labelfree.evaluation.roi``) at ``--roi_overlap`` (0.75, the original
+evaluation command) on the validation cases of a datalist and on a phantom of
+``--big_shape`` (512 x 512 x 120 at 0.8 x 0.8 x 2.5 mm, generated on the fly), with a trained
+``--checkpoint`` (its network, window, spacing and patch size); the fraction of windows
+skipped, the largest probability difference to the full window inside the ROI, and Dice
+after the usual post-processing. Without a checkpoint a random UNet is timed (the organ pass
+then finds noise and the Dice figures mean nothing).
+
 Usage::
 
     python benchmarks/bench_eval.py                      # CPU, metrics + inference
+    python benchmarks/bench_eval.py --skip_metrics --skip_inference --roi --checkpoint runs/x/model.pt \
+        --json_dir data/phantom/datafolds/healthy.json --data_root data/phantom --roi_cases 2
     python benchmarks/bench_eval.py --skip_inference --runs 7
     python benchmarks/bench_eval.py --device cuda --infer_shape 512 512 120 --infer_spacing 0.8 0.8 2.5
 
@@ -193,6 +204,132 @@ def bench_inference(runs: int, device_name: str, amp: bool, shape, spacing, over
     print(f"  whole case: {t_sw + t_back:.2f} s")
 
 
+def _roi_model(checkpoint_path):
+    """(model, roi, spacing, window, description) of a checkpoint, or a random original UNet without one."""
+    from labelfree.checkpoint import extract_state_dict, load_checkpoint
+    from labelfree.networks import build_model
+
+    if checkpoint_path is None:
+        torch.manual_seed(0)
+        roi = (96, 96, 96)
+        return build_model("unet", out_channels=3, roi_size=roi), roi, (1.0, 1.0, 1.0), (-21.0, 189.0), "random UNet"
+    checkpoint = load_checkpoint(checkpoint_path)
+    saved = checkpoint.get("args") or {}
+    roi = tuple(int(saved.get(f"roi_{a}", 96)) for a in "xyz")
+    space = tuple(float(saved.get(f"space_{a}", 1.0)) for a in "xyz")
+    window = (float(saved.get("a_min", -21.0)), float(saved.get("a_max", 189.0)))
+    model = build_model(saved.get("model_name", "unet"), out_channels=int(saved.get("num_classes", 3)),
+                        roi_size=roi, swin_type=saved.get("swin_type", "tiny"))
+    model.load_state_dict(extract_state_dict(checkpoint, checkpoint_path))
+    return model, roi, space, window, f"{saved.get('model_name', 'unet')} from {checkpoint_path}"
+
+
+def _big_phantom(folder: Path, shape, spacing) -> dict:
+    """A phantom abdomen with liver tumors, ``shape`` voxels at ``spacing`` mm (air around the body)."""
+    import nibabel as nib
+
+    from labelfree.phantom import generate_case
+
+    fov = tuple(n * s for n, s in zip(shape, spacing))
+    case = generate_case("abdomen", seed=100, lesions=True, spacing=tuple(spacing), fov_mm=fov)
+    affine = np.diag([*spacing, 1.0])
+    paths = {"image": str(folder / "big.nii.gz"), "label": str(folder / "big_label.nii.gz"), "name": "big"}
+    nib.save(nib.Nifti1Image(case.image.astype(np.int16), affine), paths["image"])
+    nib.save(nib.Nifti1Image(case.label.astype(np.uint8), affine), paths["label"])
+    return paths
+
+
+def original_command_windows(case: dict, window, roi=(96, 96, 96), overlap: float = 0.75) -> dict:
+    """Windows of the original evaluation command (1 mm, 96^3, overlap 0.75) with each ROI mode.
+
+    Model-free: the body box is the one ``--roi_mode body`` computes; the organ box is the
+    reference organ's box widened by the default margin, i.e. what ``organ`` runs when its
+    coarse pass finds the organ (plus that coarse pass).
+    """
+    from labelfree.evaluation.roi import (DEFAULT_ORGAN_MARGIN, aligned_crop, body_box, body_threshold,
+                                          count_windows, organ_box)
+    from labelfree.transforms import get_transforms
+
+    data = get_transforms("val", a_min=window[0], a_max=window[1], space=(1.0, 1.0, 1.0))(
+        {"image": case["image"], "label": case["label"]})
+    shape = tuple(data["image"].shape[1:])
+    body = body_box(torch.as_tensor(data["image"]), body_threshold(*window)) or tuple((0, n) for n in shape)
+    organ = organ_box((np.asarray(data["label"][0]) > 0).astype(np.uint8), DEFAULT_ORGAN_MARGIN)
+    organ = tuple((max(lo, blo), min(hi, bhi)) for (lo, hi), (blo, bhi) in zip(organ, body))
+
+    def crop_windows(box):
+        return count_windows([hi - lo for lo, hi in aligned_crop(box, shape, roi, overlap)], roi, overlap)
+
+    coarse = count_windows([hi - lo for lo, hi in body], roi, 0.0)
+    return {"shape": shape, "none": count_windows(shape, roi, overlap), "body": crop_windows(body),
+            "organ": coarse + crop_windows(organ), "coarse": coarse}
+
+
+def bench_roi(args) -> None:
+    import nibabel as nib
+    from monai.data import DataLoader, Dataset
+
+    from labelfree.datalist import load_datalist
+    from labelfree.evaluation.inference import Predictor
+    from labelfree.evaluation.roi import ROI_MODES, body_threshold
+    from labelfree.labels import nifti_stem
+    from labelfree.transforms import get_transforms
+
+    model, roi, space, window, what = _roi_model(args.checkpoint)
+    transforms = get_transforms("infer", a_min=window[0], a_max=window[1], space=space)
+    predictors = {mode: Predictor(model, transforms, roi, args.roi_overlap, 1, "cpu", roi_mode=mode,
+                                  body_threshold=body_threshold(*window)) for mode in ROI_MODES}
+    cases = []
+    if args.json_dir:
+        cases = load_datalist(args.json_dir, "validation", args.data_root)[: args.roi_cases]
+        for c in cases:
+            c["name"] = nifti_stem(Path(c["image"]).name)
+    print(f"ROI-restricted inference on cpu ({torch.get_num_threads()} threads): {what}, roi {roi}, "
+          f"{space} mm, overlap {args.roi_overlap}, sw_batch_size 1; median of {args.roi_runs} run(s) per mode, "
+          "modes interleaved")
+    print("  case | voxels at the network's spacing | mode | windows run / full (skipped) | sliding window s "
+          "| x faster than none | max |dprob| in ROI | liver Dice | tumor Dice")
+    totals = {mode: 0.0 for mode in ROI_MODES}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.big_shape:
+            start = time.perf_counter()
+            cases.append(_big_phantom(Path(tmp), args.big_shape, args.big_spacing))
+            print(f"  (phantom {'x'.join(map(str, args.big_shape))} generated in {time.perf_counter() - start:.0f} s)")
+        for case in cases:
+            batch = next(iter(DataLoader(Dataset([{"image": case["image"]}], transforms), batch_size=1)))
+            label = np.asarray(nib.load(case["label"]).dataobj).astype(np.uint8)
+            spacing_mm = tuple(float(v) for v in np.linalg.norm(nib.load(case["label"]).affine[:3, :3], axis=0))
+            times = {mode: [] for mode in ROI_MODES}
+            probabilities = {}
+            for _ in range(args.roi_runs):
+                for mode, predictor in predictors.items():
+                    start = time.perf_counter()
+                    probabilities[mode] = predictor.probabilities(batch["image"])
+                    times[mode].append(time.perf_counter() - start)
+            for mode, predictor in predictors.items():
+                stats = predictor.inferer.stats[0]
+                inside = tuple(slice(lo, hi) for lo, hi in stats.box)
+                dprob = float((probabilities[mode] - probabilities["none"])[(..., *inside)].abs().max())
+                pred = postprocess_labels(predictor.labels_on_input_grid(batch, probabilities[mode])[0], spacing_mm)
+                scores = metrics_per_case(pred, label, spacing_mm)
+                t = statistics.median(times[mode])
+                totals[mode] += t
+                speedup = statistics.median(times["none"]) / t
+                print(f"  {case['name']} | {'x'.join(map(str, stats.shape))} | {mode} | {stats.windows_run} / "
+                      f"{stats.windows_full} ({100 * stats.fraction_skipped:.0f} %) | {t:.1f} | {speedup:.2f} | "
+                      f"{dprob:.1e} | {scores['liver_dice']:.4f} | {scores['tumor_dice']:.4f}"
+                      + (f" | fallback: {stats.fallback}" if stats.fallback else ""))
+        print("  the original command's geometry (1 mm, 96^3, overlap 0.75), windows per case "
+              "(organ: around the reference organ, coarse pass included):")
+        for case in cases:
+            w = original_command_windows(case, window)
+            print(f"    {case['name']} | {'x'.join(map(str, w['shape']))} | none {w['none']} | body {w['body']} "
+                  f"({100 * (1 - w['body'] / w['none']):.0f} % skipped) | organ {w['organ']} incl. {w['coarse']} "
+                  f"coarse ({100 * (1 - w['organ'] / w['none']):.0f} % skipped, {w['none'] / w['organ']:.2f} x fewer)")
+    print("  all cases: " + ", ".join(f"{mode} {totals[mode]:.1f} s ({totals['none'] / totals[mode]:.2f} x)"
+                                      for mode in ROI_MODES))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median reported)")
@@ -204,13 +341,28 @@ def main(argv=None) -> None:
     parser.add_argument("--infer_spacing", type=float, nargs=3, default=(1.0, 1.0, 1.0), help="its spacing in mm")
     parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
     parser.add_argument("--sw_batch_size", type=int, default=1, help="windows per forward pass")
+    roi = parser.add_argument_group("ROI-restricted inference (--roi)")
+    roi.add_argument("--roi", action="store_true", help="time --roi_mode none / body / organ per case")
+    roi.add_argument("--checkpoint", default=None, help="trained model.pt (default: a random original UNet)")
+    roi.add_argument("--json_dir", default=None, help="datalist whose validation cases are timed")
+    roi.add_argument("--data_root", default=None, help="root of the datalist's relative paths")
+    roi.add_argument("--roi_cases", type=int, default=2, help="validation cases timed (the first N)")
+    roi.add_argument("--roi_overlap", type=float, default=0.75, help="sliding-window overlap (0.75, the original)")
+    roi.add_argument("--roi_runs", type=int, default=1, help="runs per mode and case (median)")
+    roi.add_argument("--big_shape", type=int, nargs=3, default=(512, 512, 120),
+                     help="also a phantom of this many voxels (0 0 0: none)")
+    roi.add_argument("--big_spacing", type=float, nargs=3, default=(0.8, 0.8, 2.5), help="its spacing in mm")
     args = parser.parse_args(argv)
+    if args.big_shape and not all(args.big_shape):
+        args.big_shape = None
     torch.set_grad_enabled(False)
     if not args.skip_metrics:
         bench_metrics(args.runs)
     if not args.skip_inference:
         bench_inference(args.runs, args.device, not args.noamp, tuple(args.infer_shape), tuple(args.infer_spacing),
                         args.overlap, args.sw_batch_size)
+    if args.roi:
+        bench_roi(args)
 
 
 if __name__ == "__main__":

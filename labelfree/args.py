@@ -100,8 +100,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> argparse._Argume
     group = parser.add_argument_group("sliding-window inference")
     group.add_argument("--val_overlap", default=0.5, type=float,
                        help="overlap of neighbouring sliding windows, 0..1")
-    group.add_argument("--sw_batch_size", default=1, type=int,
-                       help="windows per forward pass in sliding-window inference")
+    group.add_argument("--sw_batch_size", default=None, type=int,
+                       help="windows per forward pass in sliding-window inference (default: 4 on CUDA, 1 on CPU)")
     return group
 
 

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import torch
-from monai.inferers import SlidingWindowInferer
 from monai.losses import DiceCELoss
 
 from labelfree.networks import check_model_args, load_swinvit_weights
@@ -30,6 +29,7 @@ from labelfree.quality_control import DEFAULT_THRESHOLD as DEFAULT_QC_THRESHOLD
 from labelfree.quality_control import SyntheticTumorQC, load_qc_segmentor
 from labelfree.settings import RunSettings, SettingsError
 from labelfree.trainer import Trainer, TrainerConfig
+from labelfree.evaluation.roi import add_roi_arguments, build_inferer
 from labelfree import args as cli
 from labelfree.checkpoint import CheckpointError, load_checkpoint, load_model_weights
 from labelfree.data import build_train_dataset, build_train_loader, build_val_loader, with_case_index
@@ -131,6 +131,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--val_every", default=1, type=int,
                        help="validate after every N-th epoch (and after the last one)")
     cli.add_inference_arguments(parser)
+    add_roi_arguments(parser)
 
     group = parser.add_argument_group("output")
     group.add_argument("--logdir", default=None, type=str,
@@ -222,9 +223,8 @@ def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx:
         loss_fn=DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=0, smooth_dr=1e-6),
         train_loader=train_loader,
         val_loader=val_loader,
-        inferer=SlidingWindowInferer(
-            roi_size=settings.roi, sw_batch_size=args.sw_batch_size, overlap=args.val_overlap, mode="gaussian"
-        ),
+        inferer=build_inferer(settings.roi, args.val_overlap, args.sw_batch_size, args.roi_mode, settings.window,
+                              ctx.device),
         ctx=ctx,
         synthetic_qc=qc,
         config=TrainerConfig(
@@ -282,6 +282,8 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> RunSettings
         raise ValueError(f"--out_channels ({args.out_channels}) and --num_classes ({args.num_classes}) must agree")
     if args.val_every < 1 or args.max_epochs < 1 or args.batch_size < 1:
         raise ValueError("--val_every, --max_epochs and --batch_size must be at least 1")
+    if args.sw_batch_size is not None and args.sw_batch_size < 1:
+        raise ValueError(f"--sw_batch_size must be at least 1, got {args.sw_batch_size}")
     if args.resume_ckpt and not args.pretrained_dir:
         raise ValueError("--resume_ckpt needs --pretrained_dir (the checkpoint to load)")
     settings = RunSettings.from_train_args(args)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 import labelfree.args
 from labelfree.checkpoint import CHECKPOINT_BEST, CheckpointError, load_checkpoint
+from labelfree.evaluation import roi as roi_inference
 from labelfree.datalist import DatalistError, check_datalist_files, load_datalist
 from labelfree.distributed import resolve_device
 from labelfree.evaluation import report
@@ -81,7 +82,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     infer = parser.add_argument_group("inference")
     infer.add_argument("--val_overlap", default=0.5, type=float, help="overlap of neighbouring windows, in [0, 1)")
-    infer.add_argument("--sw_batch_size", default=1, type=int, help="windows per forward pass")
+    infer.add_argument("--sw_batch_size", default=None, type=int,
+                       help="windows per forward pass (default: 4 on CUDA, 1 on CPU)")
     infer.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     infer.add_argument("--noamp", action="store_true", help="no mixed precision on CUDA (AMP is on by default there)")
     infer.add_argument("--workers", default=1, type=int,
@@ -99,6 +101,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     bad.add_argument("--overwrite", action="store_true",
                      help="the output folder may hold an earlier evaluation: delete its predictions, metrics.csv and "
                           "summary.json first (without it such a folder is refused)")
+
+    roi_inference.add_roi_arguments(parser)
     return parser
 
 
@@ -110,7 +114,7 @@ def check_args(args: argparse.Namespace) -> None:
     """Reject values that would only fail later, or silently do something else."""
     if not 0.0 <= args.val_overlap < 1.0:
         raise UsageError(f"--val_overlap must be in [0, 1), got {args.val_overlap}")
-    if args.sw_batch_size < 1:
+    if args.sw_batch_size is not None and args.sw_batch_size < 1:
         raise UsageError(f"--sw_batch_size must be at least 1, got {args.sw_batch_size}")
     if args.nsd_tolerance < 0:
         raise UsageError(f"--nsd_tolerance must be >= 0 mm, got {args.nsd_tolerance}")
@@ -249,8 +253,9 @@ def main(args: argparse.Namespace) -> dict | None:
     load_model(model, checkpoint_path, flags, checkpoint)
 
     transforms = get_transforms("infer", **settings.preprocessing())
-    predictor = Predictor(model, transforms, settings.roi, args.val_overlap, args.sw_batch_size, device,
-                          amp=not args.noamp)
+    predictor = Predictor(model, transforms, settings.roi, args.val_overlap,
+                          roi_inference.resolve_sw_batch_size(args.sw_batch_size, device), device, amp=not args.noamp,
+                          roi_mode=args.roi_mode, body_threshold=roi_inference.body_threshold(*settings.window))
     if occupied:
         print(f"--overwrite: {outputs.clear_earlier_results(out_dir)} file(s) of the earlier evaluation in {out_dir} deleted")
     n_labelled = sum("label" in c for c in cases)
@@ -272,7 +277,7 @@ def main(args: argparse.Namespace) -> dict | None:
         "checkpoint": str(checkpoint_path), "model": settings.model.name, "swin_type": settings.model.swin_type,
         "feature_size": settings.model.feature_size, "num_classes": settings.num_classes, "organ": settings.organ,
         "a_min": settings.window[0], "a_max": settings.window[1], "space_mm": list(settings.spacing),
-        "roi": list(settings.roi), "val_overlap": args.val_overlap, "nsd_tolerance_mm": args.nsd_tolerance,
+        "roi": list(settings.roi), "val_overlap": args.val_overlap, "roi_mode": args.roi_mode, "nsd_tolerance_mm": args.nsd_tolerance,
         "postprocess": not args.no_postprocess, "tumor_margin_mm": DEFAULT_TUMOR_MARGIN_MM,
         "cases_predicted": len(cases), "seconds": elapsed,
     }

@@ -18,10 +18,10 @@ from typing import Sequence
 import numpy as np
 import torch
 from monai.data import decollate_batch
-from monai.inferers import sliding_window_inference
 from monai.transforms import Compose, Invertd
 
 from labelfree.checkpoint import CheckpointError, extract_state_dict, load_checkpoint, weight_differences
+from labelfree.evaluation.roi import RoiInferer
 
 PRED_KEY = "pred"
 IMAGE_KEY = "image"
@@ -137,6 +137,10 @@ class Predictor:
         sw_batch_size: windows per forward pass.
         device: where the network runs (and the blending buffer lives).
         amp: mixed precision (``torch.amp.autocast``) on CUDA; ignored on CPU.
+        roi_mode: where windows are placed (``labelfree.evaluation.roi``): ``"none"`` (the
+            whole volume), ``"body"`` or ``"organ"``; outside the ROI the prediction is background.
+        body_threshold: the body / air threshold of ``body`` and ``organ``, in network input
+            units (``labelfree.evaluation.roi.body_threshold(a_min, a_max)``).
     """
 
     def __init__(
@@ -148,6 +152,8 @@ class Predictor:
         sw_batch_size: int = 1,
         device: torch.device | str = "cpu",
         amp: bool = True,
+        roi_mode: str = "none",
+        body_threshold: float = 0.0,
     ):
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -157,6 +163,7 @@ class Predictor:
         self.overlap = float(overlap)
         self.sw_batch_size = int(sw_batch_size)
         self.amp = bool(amp) and self.device.type == "cuda"
+        self.inferer = RoiInferer(self.roi_size, self.overlap, self.sw_batch_size, roi_mode, body_threshold)
         # Probabilities are inverted with the original interpolation (linear for the
         # resampling), then the argmax is taken on the input grid: smoother than
         # resampling hard labels with nearest neighbour.
@@ -167,15 +174,8 @@ class Predictor:
         """Softmax class probabilities (B, K, H, W, D), float32, of a preprocessed batch."""
         image = image.to(self.device)
         with torch.amp.autocast(self.device.type, enabled=self.amp):
-            logits = sliding_window_inference(
-                image,
-                roi_size=self.roi_size,
-                sw_batch_size=self.sw_batch_size,
-                # float32 logits: the blending buffer then accumulates in full precision under AMP.
-                predictor=lambda window: self.model(window).float(),
-                overlap=self.overlap,
-                mode="gaussian",
-            )
+            # float32 logits: the blending buffer then accumulates in full precision under AMP.
+            logits = self.inferer(image, lambda window: self.model(window).float())
         return torch.softmax(logits.float(), dim=1)
 
     def predict_batch(self, batch: dict) -> list[np.ndarray]:
