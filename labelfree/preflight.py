@@ -80,16 +80,24 @@ def label_convention(organ: str, num_classes: int) -> LabelConvention:
 
 # ------------------------------------------------------------------------------ the passes
 def header_problems(image: str, label: str | None, tolerance_mm: float = AFFINE_TOLERANCE_MM) -> list[str]:
-    """Problems visible in the NIfTI headers alone (no voxel data read)."""
+    """Problems visible in the NIfTI headers alone (no voxel data read).
+
+    Other formats (NRRD, MetaImage, DICOM series) have no cheap header read through the
+    pipeline's reader: their shape and affine are checked by the content pass, which reads them.
+    """
     import nibabel as nib
+
+    from labelfree.readers import image_format, path_exists
 
     problems: list[str] = []
     headers = {}
     for what, path in (("image", image), ("label", label)):
         if path is None:
             continue
-        if not os.path.isfile(path):
+        if not path_exists(path):
             problems.append(f"{what} file missing: {path}")
+            continue
+        if image_format(path) != "nifti":
             continue
         try:
             img = nib.load(path)
