@@ -384,8 +384,9 @@ def test_torchrun_two_ranks_train_on_different_cases(tmp_path):
 
 
 def validate_single_process(root, state_dict):
-    from monai.inferers import SlidingWindowInferer
     from monai.losses import DiceCELoss
+
+    from labelfree.evaluation.roi import build_inferer
 
     from labelfree.networks import build_model
     from labelfree.trainer import Trainer, TrainerConfig
@@ -401,7 +402,7 @@ def validate_single_process(root, state_dict):
     val_loader = build_val_loader(items, get_transforms("val", a_min=-21, a_max=189, space=(3, 3, 3)), 0, ctx)
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0), None,
                       DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=0, smooth_dr=1e-6),
-                      None, val_loader, SlidingWindowInferer((32, 32, 32), 1, 0.5, mode="gaussian"), ctx,
+                      None, val_loader, build_inferer((32, 32, 32), 0.5, 1, "body", (-21, 189), "cpu"), ctx,
                       TrainerConfig(max_epochs=1, val_every=1, class_tags=["val_liver_dice", "val_tumor_dice"]))
     return trainer.validate(epoch=0)
 
