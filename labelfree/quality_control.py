@@ -21,34 +21,27 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-from monai.transforms import RandomizableTransform
 
 from labelfree.checkpoint import CheckpointError, check_weights_match, extract_state_dict, load_checkpoint
 from labelfree.settings import RunSettings
+from labelfree.step_timer import WrappedRandomTransform
 
 HEALTHY_IMAGE_KEY = "image_healthy"
 HEALTHY_LABEL_KEY = "label_healthy"
 DEFAULT_THRESHOLD = 0.7
 
 
-class HealthyCopy(RandomizableTransform):
+class HealthyCopy(WrappedRandomTransform):
     """Copies ``image`` / ``label`` to the healthy keys, then runs the wrapped synthesis transform.
 
-    A ``RandomizableTransform`` so that ``CacheDataset`` never caches the copy (it is made per
-    draw, after the cache); ``set_random_state`` reaches the wrapped transform.
+    Random (a ``WrappedRandomTransform``), so that ``CacheDataset`` never caches the copy: it is
+    made per draw, after the cache.
     """
 
     def __init__(self, transform, keys: Sequence[str] = ("image", "label"),
                  names: Sequence[str] = (HEALTHY_IMAGE_KEY, HEALTHY_LABEL_KEY)) -> None:
-        RandomizableTransform.__init__(self, prob=1.0)
-        self.transform, self.keys, self.names = transform, tuple(keys), tuple(names)
-
-    def set_random_state(self, seed: int | None = None, state=None) -> "HealthyCopy":
-        self.transform.set_random_state(seed=seed, state=state)
-        return self
-
-    def randomize(self, data: Any = None) -> None:  # the wrapped transform draws its own numbers
-        pass
+        super().__init__(transform)
+        self.keys, self.names = tuple(keys), tuple(names)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -24,24 +24,31 @@ from monai.transforms import RandomizableTransform
 SYNTHESIS_SECONDS_KEY = "synthesis_seconds"
 
 
-class TimedTransform(RandomizableTransform):
-    """Runs a random dictionary transform and records its wall time in ``data[key]`` (seconds).
+class WrappedRandomTransform(RandomizableTransform):
+    """Base of a transform that runs a wrapped random transform with something around it.
 
     It is a ``RandomizableTransform`` so that ``CacheDataset`` never caches it, and it hands
     ``set_random_state`` to the wrapped transform, so seeding behaves as without the wrapper.
     """
 
-    def __init__(self, transform, key: str = SYNTHESIS_SECONDS_KEY) -> None:
+    def __init__(self, transform) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
         self.transform = transform
-        self.key = key
 
-    def set_random_state(self, seed: int | None = None, state=None) -> "TimedTransform":
+    def set_random_state(self, seed: int | None = None, state=None) -> "WrappedRandomTransform":
         self.transform.set_random_state(seed=seed, state=state)
         return self
 
     def randomize(self, data: Any = None) -> None:  # the wrapped transform draws its own numbers
         pass
+
+
+class TimedTransform(WrappedRandomTransform):
+    """Runs a random dictionary transform and records its wall time in ``data[key]`` (seconds)."""
+
+    def __init__(self, transform, key: str = SYNTHESIS_SECONDS_KEY) -> None:
+        super().__init__(transform)
+        self.key = key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         start = time.perf_counter()
