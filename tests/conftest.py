@@ -34,3 +34,15 @@ def phantom_root(tmp_path_factory):
 def phantom_info(phantom_root):
     """The parsed ``phantom_info.json`` of :func:`phantom_root`."""
     return json.loads((phantom_root / "phantom_info.json").read_text())
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Tools called in-process may set torch's thread count (the realism CLI's ``--threads``, for one);
+    a later test that compares an in-process run with a subprocess run needs the default back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

@@ -326,7 +326,8 @@ def test_killed_run_resumes_to_the_uninterrupted_state(tmp_path, data_root):
     common = [*data_flags(data_root), "--save_checkpoint", "--max_epochs", "2", "--batch_size", "2", *SMALL,
               "--warmup_epochs", "2", "--val_every", "2", "--max_steps_per_epoch", "1"]
     killed = run_cli(["main.py", *common, "--logdir", str(tmp_path / "resumed")],
-                     env_extra={"TUMORSEG_KILL_AFTER_EPOCHS": "1"})
+                     # the same thread count as the in-process runs below: float sums depend on it
+                     env_extra={"TUMORSEG_KILL_AFTER_EPOCHS": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert load_checkpoint(tmp_path / "resumed" / "model_final.pt")["epoch"] == 0
 
