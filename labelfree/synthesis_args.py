@@ -1,4 +1,5 @@
-"""Checks of the synthesis-model flags of ``main.py`` (``--synthesis``, ``--syn_grid_mm``, ``--syn_device``).
+"""Checks of the synthesis-model flags of ``main.py`` (``--synthesis``, ``--syn_grid_mm``, ``--syn_device``,
+``--syn_generator``).
 
 Kept apart from ``labelfree/train.py`` so that the training CLI only calls one function.
 """
@@ -18,7 +19,8 @@ def check_synthesis_args(args: argparse.Namespace, device: torch.device) -> None
             with the ellipsoid model or not positive; ``--syn_rim_mm`` with the growth model; the
             growth model for an organ it has no rules for (lung); ``--syn_device cuda``
             without --syn, without a CUDA training device or with loader workers (CUDA
-            cannot run in forked worker processes).
+            cannot run in forked worker processes); ``--synthesis gan`` without
+            ``--syn_generator``, and ``--syn_generator`` without it.
     """
     synthesis = getattr(args, "synthesis", "ellipsoid")
     grid_mm = getattr(args, "syn_grid_mm", None)
@@ -29,6 +31,13 @@ def check_synthesis_args(args: argparse.Namespace, device: torch.device) -> None
             raise ValueError("--syn_grid_mm is the growth model's simulation grid: it needs --synthesis growth")
         if not grid_mm > 0:
             raise ValueError(f"--syn_grid_mm must be a positive spacing in mm, got {grid_mm}")
+    generator = getattr(args, "syn_generator", None)
+    if synthesis == "gan" and generator is None:
+        raise ValueError("--synthesis gan repaints tumors with a trained generator: give --syn_generator PATH "
+                         "(the generator.pt that syn_train.py writes)")
+    if generator is not None and synthesis != "gan":
+        raise ValueError(f"--syn_generator is the learned model's weights: it needs --synthesis gan "
+                         f"(this run: --synthesis {synthesis})")
     if getattr(args, "syn_device", "loader") == "cuda":
         if not args.syn:
             raise ValueError("--syn_device cuda moves synthesis to the GPU: it needs --syn")

@@ -45,6 +45,7 @@ from labelfree.distributed import (
     print0,
     resolve_device,
 )
+from labelfree.syn_generator import load_learned_synthesis, read_generator
 from labelfree.synthesis_args import check_synthesis_args
 from labelfree.transforms import get_transforms
 from labelfree import interrupt, preflight
@@ -74,9 +75,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--syn_qc_threshold", default=None, type=float,
                        help="with --syn_qc: minimum recognised fraction of the synthetic tumor voxels (default 0.7)")
     # Synthesis model (tumor_synthesis.TumorGenerated's ``synthesis``); kept in the checkpoint's args.
-    group.add_argument("--synthesis", default="ellipsoid", choices=("ellipsoid", "growth"),
-                       help="with --syn: the original's deformed ellipsoids, or tumors grown by a cellular automaton "
-                            "(Pixel2Cancer's growth model; liver, pancreas, kidney, multi)")
+    group.add_argument("--synthesis", default="ellipsoid", choices=("ellipsoid", "growth", "gan"),
+                       help="with --syn: the original's deformed ellipsoids, tumors grown by a cellular automaton "
+                            "(Pixel2Cancer's growth model; liver, pancreas, kidney, multi), or the ellipsoids "
+                            "repainted by a trained generator in the training step (FreeTumor; needs --syn_generator)")
+    group.add_argument("--syn_generator", default=None, type=str, metavar="PATH",
+                       help="with --synthesis gan: the generator checkpoint syn_train.py wrote (generator.pt) for "
+                            "this run's organ, window and spacing")
     group.add_argument("--syn_grid_mm", default=None, type=float,
                        help="with --synthesis growth: spacing (mm) of the growth simulation grid (default 2; the "
                             "published model: 1, about 10 times slower)")
@@ -216,6 +221,10 @@ def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx:
         qc = SyntheticTumorQC(load_qc_segmentor(args.syn_qc, settings, ctx.device),
                               [t for _, _, _, t in settings.label_pairs], args.syn_qc_threshold, amp=amp)
         print0(ctx, f"quality control of synthetic crops by {args.syn_qc} (threshold {args.syn_qc_threshold})")
+    learned = None
+    if args.synthesis == "gan":
+        learned = load_learned_synthesis(args.syn_generator, settings, ctx.device, amp)
+        print0(ctx, f"synthetic tumors repainted in the training step by the generator {args.syn_generator}")
     trainer = Trainer(
         model=model,
         optimizer=optimizer,
@@ -227,6 +236,7 @@ def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx:
                               ctx.device),
         ctx=ctx,
         synthetic_qc=qc,
+        learned_synthesis=learned,
         config=TrainerConfig(
             max_epochs=args.max_epochs,
             val_every=args.val_every,
@@ -253,7 +263,8 @@ def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx:
 #: Flags whose change makes a resumed run differ from the interrupted one.
 RESUME_SENSITIVE_FLAGS = ("max_epochs", "warmup_epochs", "lrschedule", "optim_name", "optim_lr", "reg_weight",
                           "batch_size", "model_name", "swin_type", "syn", "syn_rim_mm", "syn_label_edge", "syn_qc",
-                          "syn_qc_threshold", "organ", "json_dir", "seed", "synthesis", "syn_grid_mm")
+                          "syn_qc_threshold", "organ", "json_dir", "seed", "synthesis", "syn_grid_mm",
+                          "syn_generator")
 
 
 def warn_changed_flags(saved: dict, args: argparse.Namespace, ctx: DistContext) -> None:
@@ -304,6 +315,8 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> RunSettings
         if args.syn_device != "loader":
             raise ValueError("--syn_qc carries the healthy crop from the loader: use it with --syn_device loader")
     check_synthesis_args(args, device)
+    if args.synthesis == "gan" and args.syn_device != "loader":
+        raise ValueError("--synthesis gan carries the healthy crop from the loader: use it with --syn_device loader")
     if args.syn_label_edge is not None and not (args.syn and 0.0 < args.syn_label_edge < 1.0):
         raise ValueError(f"--syn_label_edge needs --syn and a fraction in (0, 1), got {args.syn_label_edge}")
     if args.use_pretrained and args.model_name != "swin_unetrv2":
@@ -319,6 +332,8 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> RunSettings
             raise CheckpointError(f"{flag} file not found: {path}")
     if args.syn_qc is not None:  # readable, and made for this run's preprocessing: checked before any caching
         load_qc_segmentor(args.syn_qc, settings, torch.device("cpu"))
+    if args.synthesis == "gan":
+        read_generator(args.syn_generator, settings)
     if args.logdir is None:
         print0(None, "note: no --logdir, so no TensorBoard events and no checkpoints are written")
     elif not args.save_checkpoint:
@@ -368,8 +383,10 @@ def build_loaders(args: argparse.Namespace, settings: RunSettings, datalists: di
     preprocessing = settings.preprocessing()
     train_transform = get_transforms(
         "train", **preprocessing, roi_size=settings.roi, syn=args.syn, organ=settings.organ,
-        syn_rim_mm=args.syn_rim_mm, time_synthesis=True, keep_healthy=args.syn_qc is not None,
-        synthesis=args.synthesis, syn_grid_mm=args.syn_grid_mm, syn_label_edge=args.syn_label_edge,
+        syn_rim_mm=args.syn_rim_mm, time_synthesis=True,
+        keep_healthy=args.syn_qc is not None or args.synthesis == "gan",
+        # The generator repaints the ellipsoid engine's tumors in the training step.
+        synthesis="ellipsoid" if args.synthesis == "gan" else args.synthesis, syn_grid_mm=args.syn_grid_mm, syn_label_edge=args.syn_label_edge,
         syn_device=ctx.device if args.syn_device == "cuda" else None,
     )
     train_ds = build_train_dataset(

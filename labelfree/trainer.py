@@ -96,6 +96,9 @@ class Trainer:
         config: see :class:`TrainerConfig`.
         synthetic_qc: quality control of synthetic crops (``--syn_qc``), or ``None``; batches
             then carry the healthy originals (``labelfree.quality_control``).
+        learned_synthesis: ``(image, label, healthy image, healthy label) -> (image, label)``
+            repainting the engine's tumors before quality control (``--synthesis gan``,
+            ``labelfree.syn_generator``), or ``None``.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class Trainer:
         ctx: DistContext,
         config: TrainerConfig,
         synthetic_qc: SyntheticTumorQC | None = None,
+        learned_synthesis: Callable | None = None,
     ) -> None:
         self.model = model
         self.model_without_ddp = model.module if hasattr(model, "module") else model
@@ -122,6 +126,7 @@ class Trainer:
         self.ctx = ctx
         self.config = config
         self.synthetic_qc = synthetic_qc
+        self.learned_synthesis = learned_synthesis
         self.device = ctx.device
         # One code path for fp32 and AMP: with enabled=False both are pass-throughs.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp)
@@ -193,10 +198,13 @@ class Trainer:
                 break
             timer.batch_arrived(batch)
             image, label = _to_device(batch, self.device)
-            if self.synthetic_qc is not None:
+            if self.synthetic_qc is not None or self.learned_synthesis is not None:
                 healthy_image, healthy_label = _to_device(batch, self.device, HEALTHY_IMAGE_KEY, HEALTHY_LABEL_KEY)
-                image, label, stats = self.synthetic_qc(image, label, healthy_image, healthy_label)
-                self.qc_stats += stats
+                if self.learned_synthesis is not None:  # the generator repaints the engine's tumors
+                    image, label = self.learned_synthesis(image, label, healthy_image, healthy_label)
+                if self.synthetic_qc is not None:
+                    image, label, stats = self.synthetic_qc(image, label, healthy_image, healthy_label)
+                    self.qc_stats += stats
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, enabled=self.config.amp):
                 logits = self.model(image)
@@ -327,7 +335,7 @@ class Trainer:
 
 
 class ScalarWriter:
-    """TensorBoard scalars, on disk as soon as they are logged.
+    """TensorBoard scalars (and preview images), on disk as soon as they are logged.
 
     tensorboardX's ``SummaryWriter`` hands events to a background thread through a queue
     that ``flush()`` does not drain, so a killed job loses its last epochs' scalars. This
@@ -340,17 +348,31 @@ class ScalarWriter:
         self._events = None  # opened with the first scalars: a run that fails before them leaves no file
 
     def add_scalars(self, scalars: dict[str, float], step: int) -> None:
-        from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.summary import scalar
+
+        for tag, value in scalars.items():
+            self._write(Event(wall_time=time.time(), step=int(step), summary=scalar(tag, float(value))))
+        if self._events is not None:
+            self._events.flush()
+
+    def add_image(self, tag: str, image, step: int) -> None:
+        """One grey (H, W) image with values in [0, 1] (a tensor or an array)."""
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import image as image_summary
+
+        array = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
+        self._write(Event(wall_time=time.time(), step=int(step),
+                          summary=image_summary(tag, array[None], dataformats="CHW")))
+        self._events.flush()
+
+    def _write(self, event) -> None:
+        from tensorboardX.event_file_writer import EventsWriter
 
         if self._events is None:
             self._logdir.mkdir(parents=True, exist_ok=True)
             self._events = EventsWriter(str(self._logdir / "events"), filename_suffix=f".{os.getpid()}")
-
-        for tag, value in scalars.items():
-            self._events.write_event(Event(wall_time=time.time(), step=int(step), summary=scalar(tag, float(value))))
-        self._events.flush()
+        self._events.write_event(event)
 
     def close(self) -> None:
         if self._events is not None:

@@ -16,6 +16,12 @@ and are scored on the SAME held-out phantom tumor cases:
 * ``growth``: the synthetic arm with the growth model (``--synthesis growth``: tumors grown
   by the cellular automaton, Pixel2Cancer's rules) instead of the ellipsoids; same healthy
   cases, same budget, same held-out cases.
+* ``handcrafted_qc``: the synthetic arm with FreeTumor's quality control (``--syn_qc``): the
+  ``real`` arm's model is the frozen segmentor that keeps or reverts each synthetic crop;
+* ``gan``: the synthetic arm with the ellipsoids repainted by a generator (``--synthesis gan``,
+  FreeTumor's learned synthesis), trained first by ``syn_train.py`` on the real arm's tumor
+  cases (never the held-out ones) with the real arm's model as its frozen segmentor;
+* ``gan_qc``: ``gan`` with the quality control of ``handcrafted_qc``.
 
 The tumor cases are split once: the first ``--n_real_train`` train the real and mixed
 arms, the rest are the held-out validation set of every arm (never trained on). Arms
@@ -24,11 +30,14 @@ all (epochs = steps / steps per epoch, warm-up scaled alike); training validates
 after the last epoch, so ``model.pt`` is the final model (no selection on the test cases).
 
 Steps, each a subprocess with the project's own CLIs (printed before it runs):
-``scripts/make_phantom_data.py`` (unless the root exists) -> ``main.py`` per arm ->
+``scripts/make_phantom_data.py`` (unless the root exists) -> ``main.py`` per arm (arms in the
+order above: ``real`` first, its model is the segmentor of the QC and generator arms; before the
+first generator arm, ``syn_train.py``) ->
 ``validation.py`` per arm -> ``scripts/make_report.py`` (table + plots + overlays) ->
 ``python -m tumor_synthesis.preview`` (montage of the synthetic tumor types).
 Training passes ``--resume``, so a rerun continues interrupted arms and skips finished ones;
-an arm's evaluation is kept when its ``metrics.csv`` is newer than its ``model.pt``.
+an arm's evaluation is kept when its ``metrics.csv`` is newer than its ``model.pt``. The report
+holds every arm evaluated under ``--out`` so far, so arms run by separate calls add up.
 
     python scripts/run_experiment.py --data_root data/exp_phantom --out runs/experiment --results results
 """
@@ -48,9 +57,13 @@ from labelfree.checkpoint import CHECKPOINT_BEST
 from labelfree.datalist import read_datalist_json
 from labelfree.io import write_json_atomic
 
-ARMS = ("real", "synthetic", "mixed", "synthetic_no_rim", "growth")
+ARMS = ("real", "synthetic", "mixed", "synthetic_no_rim", "growth", "handcrafted_qc", "gan", "gan_qc")
 #: Arms that paint synthetic tumors.
-SYN_ARMS = ("synthetic", "mixed", "synthetic_no_rim", "growth")
+SYN_ARMS = ("synthetic", "mixed", "synthetic_no_rim", "growth", "handcrafted_qc", "gan", "gan_qc")
+#: Arms whose synthetic crops the real arm's model checks (FreeTumor's quality control).
+QC_ARMS = ("handcrafted_qc", "gan_qc")
+#: Arms whose tumors the trained generator repaints.
+GAN_ARMS = ("gan", "gan_qc")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -79,6 +92,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--workers", type=int, default=1)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--val_overlap", type=float, default=0.5, help="sliding-window overlap of the evaluation")
+    train.add_argument("--generator_epochs", type=int, default=150,
+                       help="syn_train.py epochs of the generator (one epoch: the healthy cases once, batch "
+                            "--batch_size)")
 
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="runs/experiment", help="runs, datalists and predictions")
@@ -121,7 +137,7 @@ def build_datalists(args: argparse.Namespace, folder: Path) -> dict[str, Path]:
                          f"{root}, --n_real_train {args.n_real_train}")
     real_train, held_out = tumor_cases[: args.n_real_train], tumor_cases[args.n_real_train:]
     training = {"real": real_train, "synthetic": healthy, "mixed": healthy + real_train, "synthetic_no_rim": healthy,
-                "growth": healthy}
+                "growth": healthy, "handcrafted_qc": healthy, "gan": healthy, "gan_qc": healthy}
     paths = {}
     for arm, items in training.items():
         datalist = {
@@ -134,6 +150,26 @@ def build_datalists(args: argparse.Namespace, folder: Path) -> dict[str, Path]:
         }
         paths[arm] = write_json_atomic(folder / f"{arm}.json", datalist)
     return paths
+
+
+def segmentor_path(args: argparse.Namespace) -> Path:
+    """The real arm's final model: the frozen segmentor of the QC and generator arms."""
+    return Path(args.out) / "real" / CHECKPOINT_BEST
+
+
+def generator_path(args: argparse.Namespace) -> Path:
+    return Path(args.out) / "generator" / "generator.pt"
+
+
+def generator_command(args: argparse.Namespace, datalists: dict[str, Path]) -> list[str]:
+    """syn_train.py on the real arm's tumor cases and the healthy cases, with the real arm's model."""
+    space, roi = str(args.space), str(args.roi)
+    return [sys.executable, "syn_train.py", "--train_dir", args.data_root, "--json_dir", str(datalists["real"]),
+            "--healthy_json", str(datalists["synthetic"]), "--segmentor", str(segmentor_path(args)),
+            "--space_x", space, "--space_y", space, "--space_z", space, "--roi_x", roi, "--roi_y", roi, "--roi_z", roi,
+            f"--batch_size={args.batch_size}", f"--max_epochs={args.generator_epochs}", f"--workers={args.workers}",
+            f"--seed={args.seed}", "--noamp", "--device=auto", "--logdir", str(generator_path(args).parent),
+            "--resume"]
 
 
 def train_command(args: argparse.Namespace, arm: str, datalist: Path, n_train: int, logdir: Path) -> list[str]:
@@ -154,7 +190,12 @@ def train_command(args: argparse.Namespace, arm: str, datalist: Path, n_train: i
         return command
     if arm == "growth":  # the growth model has no surface rim: the organ edge stops it
         return command + ["--syn", "--synthesis", "growth"]
-    return command + ["--syn", f"--syn_rim_mm={0.0 if arm == 'synthetic_no_rim' else args.syn_rim_mm}"]
+    command += ["--syn", f"--syn_rim_mm={0.0 if arm == 'synthetic_no_rim' else args.syn_rim_mm}"]
+    if arm in GAN_ARMS:
+        command += ["--synthesis", "gan", "--syn_generator", str(generator_path(args))]
+    if arm in QC_ARMS:
+        command += ["--syn_qc", str(segmentor_path(args))]
+    return command
 
 
 def is_newer(path: Path, than: Path) -> bool:
@@ -170,19 +211,28 @@ def main(argv: list[str] | None = None) -> int:
         print("(dry run: no data root yet, the remaining commands need it)")
         return 0
     datalists = build_datalists(args, out / "datalists")
-    arm_dirs = {}
-    for arm in args.arms:
+    arms = [arm for arm in ARMS if arm in args.arms]  # the real arm's model first: later arms use it
+    needs_segmentor = [arm for arm in arms if arm in QC_ARMS + GAN_ARMS]
+    if needs_segmentor and "real" not in arms and not segmentor_path(args).is_file() and not args.dry_run:
+        raise SystemExit(f"error: the arms {needs_segmentor} use the real arm's model {segmentor_path(args)}: "
+                         "add the real arm (--arms real ...)")
+    for arm in arms:
+        if arm in GAN_ARMS:  # resumes (or finds finished) the generator run
+            run(generator_command(args, datalists), args.dry_run)
         n_train = len(read_datalist_json(datalists[arm])["training"])
         logdir = out / arm
         run(train_command(args, arm, datalists[arm], n_train, logdir), args.dry_run)
-        arm_dirs[arm] = out / "eval" / arm / str(args.val_overlap)
-        if is_newer(arm_dirs[arm] / "metrics.csv", logdir / CHECKPOINT_BEST):
-            print(f"{arm}: {arm_dirs[arm] / 'metrics.csv'} is newer than its model.pt: evaluation kept")
+        metrics = out / "eval" / arm / str(args.val_overlap) / "metrics.csv"
+        if is_newer(metrics, logdir / CHECKPOINT_BEST):
+            print(f"{arm}: {metrics} is newer than its model.pt: evaluation kept")
             continue
         run([sys.executable, "validation.py", "--model=unet", f"--val_overlap={args.val_overlap}",
              "--val_dir", args.data_root, "--json_dir", str(datalists[arm]), "--log_dir", str(logdir),
              "--save_dir", str(out / "eval"), "--overwrite"], args.dry_run)  # re-evaluates a retrained arm
 
+    # Every arm evaluated under --out so far, in the order of ARMS.
+    arm_dirs = {arm: out / "eval" / arm / str(args.val_overlap) for arm in ARMS
+                if (out / "eval" / arm / str(args.val_overlap) / "metrics.csv").is_file() or arm in arms}
     command = "python scripts/run_experiment.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     notes = [
         f"Phantom root `{args.data_root}` ({args.n_healthy} healthy + {args.n_tumor} tumor phantoms, seed "
@@ -193,10 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         f"tumors keep {args.syn_rim_mm:g} mm of liver under the surface (synthetic_no_rim: 0, the original); the final "
         f"model is evaluated (sliding window, overlap {args.val_overlap}, original-geometry predictions, "
         "largest liver component, tumors within 30 mm of it).",
+        f"QC arms: `--syn_qc` with the real arm's model (threshold 0.7). Generator arms: `syn_train.py` "
+        f"{args.generator_epochs} epochs on the real arm's {args.n_real_train} tumor cases and the healthy cases "
+        "(adversarial weight 0.1, segmentor weight 1, the real arm's model as the frozen segmentor), then "
+        "`--synthesis gan`; the generator repaints the ellipsoids of the synthetic arm (same rim).",
     ]
     report = [sys.executable, "scripts/make_report.py", "--out", str(results), "--name", "experiment",
               "--title", "Real vs synthetic vs mixed tumor training (phantom scale)",
-              "--json_dir", str(datalists[args.arms[0]]), "--val_dir", args.data_root, "--command", command]
+              "--json_dir", str(datalists[arms[0]]), "--val_dir", args.data_root, "--command", command]
     for note in notes:
         report += ["--note", note]
     for arm, folder in arm_dirs.items():

@@ -62,7 +62,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="label the synthetic tumor out to where its blurred mask falls to this fraction "
                           "(TumorGenerated's label_visible_edge); default off: the original's unblurred label")
     syn.add_argument("--synthesis", default=DEFAULT_SYNTHESIS,
-                     help="synthesis model of TumorGenerated (passed on only when not the default)")
+                     help="synthesis model of TumorGenerated (passed on only when not the default); gan: the "
+                          "ellipsoids repainted by --syn_generator, as main.py --synthesis gan does")
+    syn.add_argument("--syn_generator", default=None, metavar="PATH",
+                     help="with --synthesis gan: the generator.pt of syn_train.py (its organ, window and spacing "
+                          "must be this run's: give --space as it was trained)")
     syn.add_argument("--draws", type=int, default=2, help="synthetic samples per healthy case")
     measure = parser.add_argument_group("measurement")
     measure.add_argument("--min_lesion_voxels", type=int, default=8,
@@ -122,6 +126,10 @@ def make_synthesizer(args, profile):
     """The project's ``TumorGenerated`` with the run's settings, seeded with ``args.seed``."""
     from tumor_synthesis import TumorGenerated
 
+    if args.synthesis == "gan":
+        return LearnedSynthesizer.create(args, profile)
+    if getattr(args, "syn_generator", None) is not None:
+        raise ValueError("--syn_generator is the learned model's weights: it needs --synthesis gan")
     extra = {} if args.synthesis == DEFAULT_SYNTHESIS else {"synthesis": args.synthesis}
     try:
         transform = TumorGenerated(keys=("image", "label"), prob=1.0, tumor_prob=args.type_mix, organ=profile.name,
@@ -129,6 +137,64 @@ def make_synthesizer(args, profile):
     except TypeError as e:
         raise ValueError(f"--synthesis {args.synthesis!r}: this TumorGenerated has no synthesis option ({e})") from e
     return transform.set_random_state(args.seed)
+
+
+class LearnedSynthesizer:
+    """The ellipsoid ``TumorGenerated``, then the trained generator repaints its tumors (in HU).
+
+    The same painting as ``main.py --synthesis gan``: window to [0, 1], generator in sliding
+    windows of its training crop, back to HU; only organ voxels change.
+    """
+
+    def __init__(self, engine, generator, profile) -> None:
+        self.engine, self.generator, self.profile = engine, generator, profile
+
+    @classmethod
+    def create(cls, args, profile) -> "LearnedSynthesizer":
+        import torch
+
+        from labelfree.syn_generator import read_generator
+        from tumor_synthesis import TumorGenerated
+
+        if args.syn_generator is None:
+            raise ValueError("--synthesis gan repaints the ellipsoids with a trained generator: give --syn_generator")
+        state = read_generator(args.syn_generator)
+        config = state.config
+        space = tuple(float(s) for s in args.space)
+        wanted = (("organ", config.organ, profile.name),
+                  ("window (HU)", config.window, tuple(float(w) for w in profile.window)),
+                  ("spacing (mm)", config.spacing, space))
+        problems = [f"{what} {theirs} vs this run's {ours}" for what, theirs, ours in wanted if theirs != ours]
+        if problems:
+            raise ValueError(f"--syn_generator {args.syn_generator} was trained for other crops: " + "; ".join(problems))
+        engine = TumorGenerated(keys=("image", "label"), prob=1.0, tumor_prob=args.type_mix, organ=profile.name,
+                                surface_rim_mm=args.syn_rim_mm, label_visible_edge=args.syn_label_edge)
+        engine.set_random_state(args.seed)
+        return cls(engine, state.build(torch.device("cpu")).eval(), profile)
+
+    def __call__(self, data: dict) -> dict:
+        import torch
+
+        from tumor_synthesis.learned import paint_volume, synthetic_tumor_mask
+
+        healthy_image, healthy_label = data["image"], data["label"]
+        out = self.engine({"image": healthy_image.clone(), "label": healthy_label.clone()})
+        a_min, a_max = self.profile.window
+        width = a_max - a_min
+
+        def window(x):
+            return ((torch.as_tensor(x).float() - a_min) / width).clamp(0.0, 1.0)[None]
+
+        label = torch.as_tensor(out["label"])
+        mask = synthetic_tumor_mask(label[None], torch.as_tensor(healthy_label)[None], [self.profile.tumor_label])
+        organ = torch.as_tensor(healthy_label)[None] > 0
+        painted = paint_volume(self.generator, window(healthy_image), window(out["image"]), mask, organ)
+        changed = painted != window(healthy_image)
+        image = torch.as_tensor(healthy_image).float().clone()
+        image[changed[0]] = (a_min + painted * width)[changed]
+        label = label.clone()
+        label[(label != torch.as_tensor(healthy_label)) & ~organ[0]] = 0  # painted inside the organ only
+        return {"image": image, "label": label}
 
 
 #: Tissue (mm) kept around the labelled foreground when a case is cropped before resampling.

@@ -1,0 +1,211 @@
+"""Learned tumor intensity, as FreeTumor: a generator paints the engine's tumor shapes.
+
+The engine still decides *where* tumors are and *what shape* they have (the original's
+ellipsoids, :mod:`tumor_synthesis.engine`); a small 3D UNet decides *how they look*. It sees,
+per training crop (intensities already windowed to [0, 1]):
+
+1. the healthy crop,
+2. the synthetic tumor mask, blurred (the engine's shapes),
+3. the engine's own handcrafted change (healthy minus painted, in units of the largest offset):
+   the engine's texture field as the engine applied it (texture x blurred mask x contrast),
+
+and predicts a bounded per-voxel offset: ``sign * max_offset * sigmoid(raw)`` with the organ
+profile's sign (darker for liver, pancreas and kidney; brighter for lung nodules). The painted
+crop is ``healthy + offset * blurred mask * organ``, so voxels outside the organ never change
+(the engine's invariant), and the label stays the engine's tumor inside the organ.
+
+The discriminator is voxel-wise with three classes (background, real tumor, synthetic tumor);
+it is only used while the generator trains (``labelfree.syn_train``). The generator's loss is
+FreeTumor's: ``adv_weight * (1 - mean P_D(real | synthetic voxels)) + seg_weight * (1 - mean
+P_S(tumor | synthetic voxels))`` with a frozen segmentor S trained on real tumors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.layers import GaussianFilter
+from monai.networks.nets import UNet
+
+#: Voxel classes of the discriminator.
+BACKGROUND, REAL_TUMOR, SYNTHETIC_TUMOR = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """What a trained generator was made for; stored in its checkpoint.
+
+    Attributes:
+        organ: organ profile name (``tumor_synthesis.organs``).
+        window: ``(a_min, a_max)`` HU the crops were windowed with (mapped to [0, 1]).
+        spacing: voxel size (mm) of the crops.
+        sign: -1 tumors darker than the organ, +1 brighter (the organ profile's sign).
+        max_offset_hu: bound of the offset's magnitude in HU.
+        channels: feature channels per UNet level (each level halves the crop).
+        mask_sigma_vox: Gaussian blur (voxels) of the tumor mask the offset is multiplied by.
+        roi: crop size (voxels) it was trained on; whole volumes are painted in windows of it
+            (:func:`paint_volume`), so that its instance norms see what they saw in training.
+    """
+
+    organ: str
+    window: tuple[float, float]
+    spacing: tuple[float, float, float]
+    sign: int
+    max_offset_hu: float = 150.0
+    channels: tuple[int, ...] = (16, 32, 64)
+    mask_sigma_vox: float = 1.0
+    roi: tuple[int, int, int] = (96, 96, 96)
+
+    def __post_init__(self) -> None:
+        if self.sign not in (-1, 1):
+            raise ValueError(f"generator sign must be -1 or +1, got {self.sign}")
+        if not self.max_offset_hu > 0:
+            raise ValueError(f"the largest offset must be positive, got {self.max_offset_hu} HU")
+        if len(self.channels) < 2:
+            raise ValueError(f"the generator needs at least two UNet levels, got channels {self.channels}")
+
+    @property
+    def max_offset(self) -> float:
+        """The bound in window units ([0, 1] spans the window)."""
+        return self.max_offset_hu / (self.window[1] - self.window[0])
+
+    @property
+    def divisor(self) -> int:
+        """Crop sizes must be multiples of this (the UNet's downsampling)."""
+        return 2 ** (len(self.channels) - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "GeneratorConfig":
+        return cls(organ=str(d["organ"]), window=tuple(float(x) for x in d["window"]),
+                   spacing=tuple(float(x) for x in d["spacing"]), sign=int(d["sign"]),
+                   max_offset_hu=float(d["max_offset_hu"]), channels=tuple(int(c) for c in d["channels"]),
+                   mask_sigma_vox=float(d["mask_sigma_vox"]),
+                   roi=tuple(int(r) for r in d.get("roi", (96, 96, 96))))
+
+
+def _unet(in_channels: int, out_channels: int, channels: Sequence[int]) -> UNet:
+    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, channels=tuple(channels),
+                strides=(2,) * (len(channels) - 1), num_res_units=1, norm="instance")
+
+
+def build_discriminator(channels: Sequence[int] = (16, 32, 64)) -> UNet:
+    """Voxel-wise 3-class discriminator (background / real tumor / synthetic tumor) of one image channel."""
+    return _unet(1, 3, channels)
+
+
+def synthetic_tumor_mask(label: torch.Tensor, healthy_label: torch.Tensor,
+                         tumor_labels: Sequence[int]) -> torch.Tensor:
+    """Voxels the engine made tumor: tumor now, not before, and inside an organ before."""
+    tumors = torch.tensor(tuple(tumor_labels), device=label.device)
+    return torch.isin(label, tumors) & (label != healthy_label) & (healthy_label > 0)
+
+
+class TumorGenerator(torch.nn.Module):
+    """The generator and its painting rule (see the module docstring)."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.net = _unet(3, 1, config.channels)
+        self.blur = GaussianFilter(spatial_dims=3, sigma=config.mask_sigma_vox)
+
+    def forward(self, healthy: torch.Tensor, handcrafted: torch.Tensor, mask: torch.Tensor,
+                organ: torch.Tensor) -> torch.Tensor:
+        """The painted crops (B, 1, H, W, D).
+
+        Args:
+            healthy: healthy crops, windowed to [0, 1].
+            handcrafted: the same crops with the engine's tumors painted.
+            mask: bool, the synthetic tumor voxels (:func:`synthetic_tumor_mask`).
+            organ: bool, the organ voxels of the healthy crop; nothing outside changes.
+        """
+        c = self.config
+        soft = self.blur(mask.float()).clamp(0.0, 1.0) * organ.float()
+        engine_change = (c.sign * (handcrafted - healthy) / c.max_offset).clamp(0.0, 1.0) * (soft > 0)
+        raw = self.net(torch.cat([healthy, soft, engine_change], dim=1))
+        offset = c.sign * c.max_offset * torch.sigmoid(raw.float())
+        painted = healthy + offset * soft
+        # The window clips real CT to [0, 1]; a painted voxel beyond it would be a give-away.
+        return torch.where(soft > 0, painted.clamp(0.0, 1.0), healthy)
+
+
+@torch.no_grad()
+def paint_volume(generator: TumorGenerator, healthy: torch.Tensor, handcrafted: torch.Tensor, mask: torch.Tensor,
+                 organ: torch.Tensor, overlap: float = 0.25) -> torch.Tensor:
+    """Paint a whole (1, 1, H, W, D) volume in sliding windows of the generator's training crop size.
+
+    Voxels outside the organ come back unchanged (in every window, hence in the blend).
+    """
+    from monai.inferers import sliding_window_inference
+
+    def paint_windows(stacked: torch.Tensor) -> torch.Tensor:
+        h, e, m, o = stacked.split(1, dim=1)
+        return generator(h, e, m > 0.5, o > 0.5)
+
+    stacked = torch.cat([healthy.float(), handcrafted.float(), mask.float(), organ.float()], dim=1)
+    painted = sliding_window_inference(stacked, generator.config.roi, 1, paint_windows, overlap=overlap,
+                                       mode="gaussian", padding_mode="replicate")
+    return torch.where(organ, painted, healthy)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over ``mask`` (0 when the mask is empty)."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def generator_loss(disc_logits: torch.Tensor, seg_logits: torch.Tensor | None, label: torch.Tensor,
+                   mask: torch.Tensor, adv_weight: float, seg_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """FreeTumor's generator loss over the synthetic voxels, and its two terms.
+
+    ``seg_logits``: the frozen segmentor's output on the painted crops (``None``: no term);
+    the probability taken is that of each voxel's own tumor class in ``label``.
+    """
+    p_real = torch.softmax(disc_logits.float(), dim=1)[:, REAL_TUMOR:REAL_TUMOR + 1]
+    adversarial = 1.0 - masked_mean(p_real, mask)
+    loss = adv_weight * adversarial
+    terms = {"adversarial": adversarial.item()}
+    if seg_logits is not None:
+        p_tumor = torch.softmax(seg_logits.float(), dim=1).gather(1, label.long())
+        segmentor = 1.0 - masked_mean(p_tumor, mask)
+        loss = loss + seg_weight * segmentor
+        terms["segmentor"] = segmentor.item()
+    return loss, terms
+
+
+def discriminator_targets(tumor: torch.Tensor, tumor_class: int) -> torch.Tensor:
+    """(B, H, W, D) class map: ``tumor_class`` on the tumor voxels, background elsewhere."""
+    return torch.where(tumor[:, 0], tumor_class, BACKGROUND).long()
+
+
+def discriminator_loss(logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy balanced over the classes present: each class weighs the same.
+
+    Tumor voxels are a few per cent of a crop; an unweighted loss would let the
+    discriminator answer "background" everywhere.
+    """
+    logits_all = torch.cat([x.float() for x in logits])
+    target_all = torch.cat(list(targets))
+    per_voxel = F.cross_entropy(logits_all, target_all, reduction="none")
+    terms = [per_voxel[target_all == c].mean() for c in (BACKGROUND, REAL_TUMOR, SYNTHETIC_TUMOR)
+             if bool((target_all == c).any())]
+    return torch.stack(terms).mean()
+
+
+@dataclass
+class GeneratorState:
+    """The parts of a generator checkpoint ``main.py`` needs."""
+
+    config: GeneratorConfig
+    weights: dict[str, torch.Tensor] = field(repr=False)
+
+    def build(self, device: torch.device | str = "cpu") -> TumorGenerator:
+        generator = TumorGenerator(self.config)
+        generator.load_state_dict(self.weights, strict=True)
+        return generator.to(device)
