@@ -10,7 +10,8 @@ Measures, on phantom abdomen CT (``phantom.make_phantom_dataset``):
    without gradients in the same run.
 3. Quality control (``--syn_qc``): the cost of the frozen segmentor's check of a batch of
    synthetic crops (a UNet forward under no-grad plus the keep-or-revert rule), against the
-   optimizer step of the same run.
+   optimizer step of the same run; and likewise the cost of the frozen generator of
+   ``--synthesis gan`` repainting every crop of the batch.
 4. With ``--device cuda``: whether the pipeline keeps the GPU fed, i.e. the time the
    training loop waits for the next batch versus the time it computes (AMP with ``--amp``).
 
@@ -36,6 +37,8 @@ from monai.losses import DiceCELoss
 
 from labelfree.networks import build_model
 from labelfree.quality_control import SyntheticTumorQC
+from labelfree.syn_generator import LearnedSynthesis
+from tumor_synthesis.learned import GeneratorConfig, TumorGenerator
 from labelfree.data import build_train_dataset
 from labelfree.datalist import load_datalist
 from labelfree.transforms import get_transforms
@@ -166,14 +169,26 @@ def bench_step(args) -> None:
     def quality_control():
         qc(image, syn_label, image, healthy_label)
 
+    # Learned synthesis (--synthesis gan): the frozen generator repaints every crop's tumor.
+    torch.manual_seed(args.seed)
+    learned = LearnedSynthesis(TumorGenerator(GeneratorConfig(
+        organ="liver", window=(-21.0, 189.0), spacing=(args.spacing,) * 3, sign=-1, roi=(args.roi,) * 3)).to(device),
+        [2], amp=amp)
+
+    def generator():
+        learned(image, syn_label, image, healthy_label)
+
     n = args.steps * args.repeats
     step_s, forward_s, qc_s = median_time(step, n), median_time(forward, n), median_time(quality_control, n)
+    gan_s = median_time(generator, n)
     print(f"\n== UNet (original config) on {device}{' + AMP' if amp else ' fp32'}: batch {args.batch_size} x "
           f"{args.roi}^3, median of {n} ==")
     print(f"optimizer step {step_s:.3f} s   forward only (baseline) {forward_s:.3f} s   "
           f"step / forward {step_s / forward_s:.2f}   {args.batch_size / step_s:.2f} samples/s")
     print(f"quality control (--syn_qc, every crop synthetic) {qc_s:.3f} s per batch = "
           f"+{100 * qc_s / step_s:.0f}% of the optimizer step")
+    print(f"learned synthesis (--synthesis gan, every crop repainted) {gan_s:.3f} s per batch = "
+          f"+{100 * gan_s / step_s:.0f}% of the optimizer step")
 
 
 def bench_gpu_feed(items, args) -> None:

@@ -30,6 +30,7 @@ script runs in the test suite; its figures only show that the paths run.
 from __future__ import annotations
 
 import argparse
+import math
 import dataclasses
 import os
 import platform
@@ -281,14 +282,15 @@ def inference_check(path: Path, sizes: Sizes, device: torch.device, roi_mode: st
 
 # ---------------------------------------------------------------------------- 4. synthesis models
 #: The synthesis paths checked on the device: the growth model painting a CUDA tensor, the
-#: quality control's frozen-segmentor check of a batch; the learned generator of issue 16 is
-#: not built yet.
+#: quality control's frozen-segmentor check of a batch, and the learned generator: one
+#: adversarial step of syn_train.py's networks and losses (AMP on CUDA) followed by main.py's
+#: repainting of a batch (``generator_step_s_median`` is the step, ``batch_s_median`` the repaint).
 SYNTHESIS_MODELS = ("growth", "quality_control", "generator")
 
 
 def synthesis_check(name: str, datalist: Path, root: Path, sizes: Sizes, device: torch.device) -> dict:
     if name == "generator":
-        return {"status": "not available: the learned generator (FreeTumor's GAN) is not built yet"}
+        return generator_check(sizes, device)
     from labelfree.datalist import load_datalist
     from labelfree.transforms import get_transforms
 
@@ -326,6 +328,74 @@ def synthesis_check(name: str, datalist: Path, root: Path, sizes: Sizes, device:
     key = "tumor_voxels" if name == "growth" else "crops_checked"
     return {"sample_s_median" if name == "growth" else "batch_s_median": round(statistics.median(times), 3),
             key: result}
+
+
+def generator_check(sizes: Sizes, device: torch.device) -> dict:
+    from labelfree.networks import build_model
+    from labelfree.syn_generator import LearnedSynthesis
+    from tumor_synthesis.learned import (REAL_TUMOR, SYNTHETIC_TUMOR, GeneratorConfig, TumorGenerator,
+                                         build_discriminator, discriminator_loss, discriminator_targets,
+                                         generator_loss, synthetic_tumor_mask)
+
+    amp = device.type == "cuda"
+    roi = (sizes.roi,) * 3
+    torch.manual_seed(0)
+    config = GeneratorConfig(organ="liver", window=(-21.0, 189.0), spacing=(sizes.train_space,) * 3, sign=-1,
+                             roi=roi)
+    generator, discriminator = TumorGenerator(config).to(device), build_discriminator().to(device)
+    segmentor = build_model("unet", roi_size=roi).to(device).eval()
+    for p in segmentor.parameters():
+        p.requires_grad_(False)
+    opt_g, opt_d = (torch.optim.Adam(m.parameters(), lr=2e-4) for m in (generator, discriminator))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    healthy_label = torch.ones((2, 1, *roi), dtype=torch.uint8, device=device)
+    label = healthy_label.clone()
+    c = sizes.roi // 2
+    label[..., c - 4:c + 4, c - 4:c + 4, c - 4:c + 4] = 2
+    healthy = torch.rand((2, 1, *roi), device=device) * 0.5 + 0.25
+    engine = torch.where(label == 2, healthy - 0.2, healthy)
+    mask, organ = synthetic_tumor_mask(label, healthy_label, [2]), healthy_label > 0
+    losses = {}
+
+    def step():
+        with torch.autocast(device.type, enabled=amp):
+            painted = generator(healthy, engine, mask, organ)
+            logits = [discriminator(engine), discriminator(painted.detach())]
+        loss_d = discriminator_loss(logits, [discriminator_targets(mask, REAL_TUMOR),
+                                             discriminator_targets(mask, SYNTHETIC_TUMOR)])
+        opt_d.zero_grad(set_to_none=True)
+        scaler.scale(loss_d).backward()
+        scaler.step(opt_d)
+        for p in discriminator.parameters():
+            p.requires_grad_(False)
+        with torch.autocast(device.type, enabled=amp):
+            loss_g, _ = generator_loss(discriminator(painted), segmentor(painted), label, mask, 0.1, 1.0)
+        opt_g.zero_grad(set_to_none=True)
+        scaler.scale(loss_g).backward()
+        for p in discriminator.parameters():
+            p.requires_grad_(True)
+        scaler.step(opt_g)
+        scaler.update()
+        losses.update(loss_d=float(loss_d), loss_g=float(loss_g))
+
+    learned = LearnedSynthesis(generator, [2], amp=amp)
+
+    def timed(fn) -> float:
+        times = []
+        for _ in range(3):
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times.append(time.perf_counter() - start)
+        return round(statistics.median(times), 3)
+
+    step_s = timed(step)
+    repaint_s = timed(lambda: learned(engine, label, healthy, healthy_label))
+    if not all(math.isfinite(v) for v in losses.values()):
+        raise RuntimeError(f"non-finite generator losses {losses}")
+    return {"generator_step_s_median": step_s, "batch_s_median": repaint_s, "amp": amp,
+            **{k: round(v, 4) for k, v in losses.items()}}
 
 
 # ---------------------------------------------------------------------------- report

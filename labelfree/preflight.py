@@ -23,7 +23,6 @@ warning line each and says how many remain.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor

@@ -379,6 +379,27 @@ class ScalarWriter:
             self._events.close()
 
 
+def read_scalars(logdir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(step, value), ...]}`` of every scalar in a logdir's TensorBoard event files (file order)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(Path(logdir).glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset + 12 <= len(data):  # TFRecord framing: length, its CRC, the record, its CRC
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            record = data[offset + 12:offset + 12 + length]
+            offset += 12 + length + 4
+            event = event_pb2.Event.FromString(record)
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
 def dice_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> list[float]:
     """Dice of each foreground class between two label maps.
 

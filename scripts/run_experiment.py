@@ -54,6 +54,7 @@ from pathlib import Path
 
 from labelfree.evaluation.figures import shrink_png
 from labelfree.checkpoint import CHECKPOINT_BEST
+from labelfree.trainer import read_scalars
 from labelfree.datalist import read_datalist_json
 from labelfree.io import write_json_atomic
 
@@ -198,6 +199,16 @@ def train_command(args: argparse.Namespace, arm: str, datalist: Path, n_train: i
     return command
 
 
+def qc_acceptance(logdir: Path) -> tuple[int, int]:
+    """(crops kept, crops checked) over a QC arm's whole run, from its TensorBoard scalars."""
+    scalars = read_scalars(logdir)
+    checked = dict(scalars.get("qc/checked_crops", []))
+    rates = dict(scalars.get("qc/acceptance_rate", []))
+    n_checked = sum(checked.values())
+    n_kept = sum(rates[e] * n for e, n in checked.items() if n > 0 and e in rates)
+    return int(round(n_kept)), int(round(n_checked))
+
+
 def is_newer(path: Path, than: Path) -> bool:
     """Whether ``path`` exists and was written after ``than`` (which must exist too)."""
     return path.is_file() and than.is_file() and path.stat().st_mtime > than.stat().st_mtime
@@ -248,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         "(adversarial weight 0.1, segmentor weight 1, the real arm's model as the frozen segmentor), then "
         "`--synthesis gan`; the generator repaints the ellipsoids of the synthetic arm (same rim).",
     ]
+    for arm in QC_ARMS:
+        if arm in arm_dirs and (out / arm).is_dir():
+            kept, checked = qc_acceptance(out / arm)
+            if checked:
+                notes.append(f"Quality control of `{arm}`: {kept} of {checked} synthetic training crops kept "
+                             f"(acceptance rate {kept / checked:.2f}); the others reverted to their healthy original.")
     report = [sys.executable, "scripts/make_report.py", "--out", str(results), "--name", "experiment",
               "--title", "Real vs synthetic vs mixed tumor training (phantom scale)",
               "--json_dir", str(datalists[arms[0]]), "--val_dir", args.data_root, "--command", command]

@@ -9,7 +9,6 @@ import os
 import shlex
 import signal
 import socket
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -91,20 +90,9 @@ def free_port():
 
 def read_scalars(logdir):
     """{tag: [(step, value), ...]} from the TensorBoard event files (TFRecord framing, Event protos)."""
-    from tensorboardX.proto import event_pb2
+    from labelfree.trainer import read_scalars as read_event_scalars
 
-    scalars = {}
-    for path in sorted(Path(logdir).glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset:offset + 8])
-            record = data[offset + 12:offset + 12 + length]
-            offset += 12 + length + 4
-            event = event_pb2.Event.FromString(record)
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return scalars
+    return read_event_scalars(logdir)
 
 
 def run_cli(args, env_extra=None, timeout=300):

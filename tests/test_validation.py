@@ -219,7 +219,7 @@ OTHER_WEIGHTS = {"swinViT.patch_embed.proj.weight": torch.zeros(12, 1, 2, 2, 2),
 def _datalist(tmp_path: Path, kinds=("ras", "lps")) -> Path:
     entries = []
     for i, kind in enumerate(kinds):
-        case = _block_scan(tmp_path / "data", kind, name=f"liver_{i}")
+        _block_scan(tmp_path / "data", kind, name=f"liver_{i}")
         entries.append({"image": f"img/liver_{i}.nii.gz", "label": f"label/liver_{i}.nii.gz"})
     path = tmp_path / "data" / "fold.json"
     path.write_text(json.dumps({"training": [], "validation": entries}))
