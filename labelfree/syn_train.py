@@ -329,8 +329,9 @@ class GeneratorTraining:
             painted = self.g_ddp(healthy, engine_image, mask, organ)
         # Discriminator: real tumors vs the generator's (detached) tumors.
         self.opt_d.zero_grad(set_to_none=True)
-        with autocast:
-            logits = [self.d_ddp(real_image), self.d_ddp(painted.detach())]
+        with autocast:  # one forward of both halves (instance norm is per crop): one DDP gradient sync
+            logits = self.d_ddp(torch.cat([real_image, painted.detach()])).split(
+                [real_image.shape[0], painted.shape[0]])
         loss_d = discriminator_loss(logits, [discriminator_targets(real_tumor, REAL_TUMOR),
                                              discriminator_targets(mask, SYNTHETIC_TUMOR)])
         self.scaler.scale(loss_d).backward()
