@@ -276,3 +276,37 @@ def test_syn_train_runs_under_torchrun_with_two_gloo_ranks(gan_root, tmp_path):
     assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2
     assert not any(k.startswith("module.") for k in checkpoint["state_dict"])  # unwrapped from DDP
     read_generator(logdir / "generator.pt")  # what main.py --syn_generator reads
+
+
+def _save_generator(path, config):
+    from labelfree.syn_generator import GENERATOR_KIND
+
+    save_checkpoint(path, kind=GENERATOR_KIND, generator_config=config.to_dict(),
+                    state_dict=_random_generator(config).state_dict())
+    return path
+
+
+def test_the_realism_tool_paints_whole_cases_with_the_generator_inside_the_organ_only(gan_root, tmp_path):
+    import argparse
+
+    from tumor_synthesis.organs import get_organ_profile
+    from tumor_synthesis.realism import case_loader, make_synthesizer
+
+    config = GeneratorConfig(organ="liver", window=(-21.0, 189.0), spacing=(3.0, 3.0, 3.0), sign=-1,
+                             channels=(8, 16), roi=(32, 32, 32))
+    path = _save_generator(tmp_path / "generator.pt", config)
+    profile = get_organ_profile("liver")
+    args = argparse.Namespace(synthesis="gan", syn_generator=str(path), space=(3.0, 3.0, 3.0), type_mix=None,
+                              syn_rim_mm=None, syn_label_edge=None, seed=0)
+    case = case_loader(profile, (3.0, 3.0, 3.0))({"image": str(gan_root / "img/train0.nii.gz"),
+                                                  "label": str(gan_root / "label/train0.nii.gz")})
+    out = make_synthesizer(args, profile)({"image": case["image"], "label": case["label"]})
+    healthy, image = case["image"].as_tensor().float(), out["image"]
+    organ = case["label"].as_tensor() == 1
+    assert (out["label"] == 2).any()
+    assert torch.equal(image[~organ], healthy[~organ])
+    tumor = out["label"] == 2
+    assert (image[tumor] < healthy[tumor]).float().mean() > 0.9  # darker, as the liver profile says
+    args.space = (2.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match=r"trained for other crops: spacing \(mm\) \(3.0, 3.0, 3.0\)"):
+        make_synthesizer(args, profile)
