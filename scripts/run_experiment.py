@@ -100,6 +100,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="runs/experiment", help="runs, datalists and predictions")
     out.add_argument("--results", default="results", help="table, plots and overlays (committed)")
+    out.add_argument("--report_name", default="experiment",
+                     help="file stem of the report under --results (experiment.md, its plots)")
+    out.add_argument("--title", default="Real vs synthetic vs mixed tumor training (phantom scale)",
+                     help="heading of the report")
+    out.add_argument("--max_overlays", type=int, default=None,
+                     help="overlay PNGs of at most this many held-out cases per arm (default: all)")
     out.add_argument("--dry_run", action="store_true", help="print the commands without running them")
     return parser
 
@@ -265,13 +271,15 @@ def main(argv: list[str] | None = None) -> int:
             if checked:
                 notes.append(f"Quality control of `{arm}`: {kept} of {checked} synthetic training crops kept "
                              f"(acceptance rate {kept / checked:.2f}); the others reverted to their healthy original.")
-    report = [sys.executable, "scripts/make_report.py", "--out", str(results), "--name", "experiment",
-              "--title", "Real vs synthetic vs mixed tumor training (phantom scale)",
+    report = [sys.executable, "scripts/make_report.py", "--out", str(results), "--name", args.report_name,
+              "--title", args.title,
               "--json_dir", str(datalists[arms[0]]), "--val_dir", args.data_root, "--command", command]
     for note in notes:
         report += ["--note", note]
     for arm, folder in arm_dirs.items():
         report += ["--arm", f"{arm}={folder}"]
+    if args.max_overlays is not None:
+        report += ["--max_overlays", str(args.max_overlays)]
     run(report, args.dry_run)
 
     healthy = read_datalist_json(datalists["synthetic"])["training"][0]
@@ -284,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         for path in previews:  # committed files: keep each well under 300 KB
             shrink_png(path)
-    print(f"done: {results / 'experiment.md'}")
+    print(f"done: {results / (args.report_name + '.md')}")
     return 0
 
 

@@ -167,13 +167,15 @@ def test_experiment_datalists_share_one_held_out_set_disjoint_from_training(tmp_
     assert lists["synthetic"]["training"] == healthy
     assert lists["mixed"]["training"] == healthy + tumors[:2]
     assert lists["synthetic_no_rim"]["training"] == healthy
-    assert lists["growth"]["training"] == healthy
+    for arm in ("growth", "handcrafted_qc", "gan", "gan_qc"):
+        assert lists[arm]["training"] == healthy, arm
 
 
 def test_experiment_arms_get_the_same_number_of_steps(tmp_path):
     args = run_experiment.get_args_parser().parse_args(["--steps", "600", "--batch_size", "2"])
     plans = {}
-    for arm, n_train in (("real", 4), ("synthetic", 8), ("mixed", 12), ("synthetic_no_rim", 8), ("growth", 8)):
+    for arm, n_train in (("real", 4), ("synthetic", 8), ("mixed", 12), ("synthetic_no_rim", 8), ("growth", 8),
+                         ("handcrafted_qc", 8), ("gan", 8), ("gan_qc", 8)):
         command = run_experiment.train_command(args, arm, tmp_path / f"{arm}.json", n_train, tmp_path / arm)
         flags = dict(c.split("=", 1) for c in command if c.startswith("--") and "=" in c)
         epochs = int(flags["--max_epochs"])
@@ -181,9 +183,23 @@ def test_experiment_arms_get_the_same_number_of_steps(tmp_path):
                       flags.get("--syn_rim_mm"))
         if arm == "growth":
             assert command[command.index("--synthesis") + 1] == "growth"
+        # the QC and generator arms use the real arm's final model and the generator syn_train.py writes
+        segmentor = str(run_experiment.segmentor_path(args))
+        qc = command[command.index("--syn_qc") + 1] if "--syn_qc" in command else None
+        assert (qc == segmentor) == (arm in ("handcrafted_qc", "gan_qc")), arm
+        if arm in ("gan", "gan_qc"):
+            assert command[command.index("--synthesis") + 1] == "gan"
+            assert command[command.index("--syn_generator") + 1] == str(run_experiment.generator_path(args))
+        else:
+            assert "--syn_generator" not in command
     assert plans == {"real": (600, False, True, None), "synthetic": (600, True, True, "3.0"),
                      "mixed": (600, True, True, "3.0"), "synthetic_no_rim": (600, True, True, "0.0"),
-                     "growth": (600, True, True, None)}
+                     "growth": (600, True, True, None), "handcrafted_qc": (600, True, True, "3.0"),
+                     "gan": (600, True, True, "3.0"), "gan_qc": (600, True, True, "3.0")}
+    generator = run_experiment.generator_command(args, {"real": tmp_path / "real.json",
+                                                        "synthetic": tmp_path / "synthetic.json"})
+    assert generator[1] == "syn_train.py" and generator[generator.index("--segmentor") + 1] == segmentor
+    assert generator[generator.index("--json_dir") + 1] == str(tmp_path / "real.json")  # never the held-out cases
 
 
 def test_experiment_rejects_a_split_without_held_out_cases(tmp_path):
