@@ -376,9 +376,7 @@ def generator_check(sizes: Sizes, device: torch.device) -> dict:
             p.requires_grad_(True)
         scaler.step(opt_g)
         scaler.update()
-        losses.update(loss_d=float(loss_d), loss_g=float(loss_g))
-
-    learned = LearnedSynthesis(generator, [2], amp=amp)
+        losses.update(loss_d=loss_d.item(), loss_g=loss_g.item())
 
     def timed(fn) -> float:
         times = []
@@ -391,6 +389,7 @@ def generator_check(sizes: Sizes, device: torch.device) -> dict:
         return round(statistics.median(times), 3)
 
     step_s = timed(step)
+    learned = LearnedSynthesis(generator, [2], amp=amp)  # freezes the generator: after its training steps
     repaint_s = timed(lambda: learned(engine, label, healthy, healthy_label))
     if not all(math.isfinite(v) for v in losses.values()):
         raise RuntimeError(f"non-finite generator losses {losses}")
