@@ -318,16 +318,21 @@ def synthesis_check(name: str, datalist: Path, root: Path, sizes: Sizes, device:
 
         def run():
             return qc(image, synthetic, image, healthy)[2].checked
+    seconds, result = median_seconds(run, device)
+    key = "tumor_voxels" if name == "growth" else "crops_checked"
+    return {"sample_s_median" if name == "growth" else "batch_s_median": seconds, key: result}
+
+
+def median_seconds(fn, device: torch.device, runs: int = 3):
+    """``(median seconds of runs of fn, the last run's result)``, each run synchronised with the device."""
     times, result = [], None
-    for _ in range(3):
+    for _ in range(runs):
         sync(device)
         start = time.perf_counter()
-        result = run()
+        result = fn()
         sync(device)
         times.append(time.perf_counter() - start)
-    key = "tumor_voxels" if name == "growth" else "crops_checked"
-    return {"sample_s_median" if name == "growth" else "batch_s_median": round(statistics.median(times), 3),
-            key: result}
+    return round(statistics.median(times), 3), result
 
 
 def generator_check(sizes: Sizes, device: torch.device) -> dict:
@@ -378,19 +383,9 @@ def generator_check(sizes: Sizes, device: torch.device) -> dict:
         scaler.update()
         losses.update(loss_d=loss_d.item(), loss_g=loss_g.item())
 
-    def timed(fn) -> float:
-        times = []
-        for _ in range(3):
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times.append(time.perf_counter() - start)
-        return round(statistics.median(times), 3)
-
-    step_s = timed(step)
+    step_s, _ = median_seconds(step, device)
     learned = LearnedSynthesis(generator, [2], amp=amp)  # freezes the generator: after its training steps
-    repaint_s = timed(lambda: learned(engine, label, healthy, healthy_label))
+    repaint_s, _ = median_seconds(lambda: learned(engine, label, healthy, healthy_label), device)
     if not all(math.isfinite(v) for v in losses.values()):
         raise RuntimeError(f"non-finite generator losses {losses}")
     return {"generator_step_s_median": step_s, "batch_s_median": repaint_s, "amp": amp,

@@ -43,13 +43,7 @@ def read_generator(path: str | Path, settings: RunSettings | None = None) -> Gen
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"--syn_generator {path}: unreadable generator configuration ({e})") from None
     if settings is not None:
-        differences = [
-            f"{what} {theirs} vs this run's {ours}"
-            for what, theirs, ours in (("organ", config.organ, settings.organ),
-                                       ("window (HU)", config.window, settings.window),
-                                       ("spacing (mm)", config.spacing, settings.spacing))
-            if theirs != ours
-        ]
+        differences = crop_mismatches(config, settings.organ, settings.window, settings.spacing)
         if differences:
             raise CheckpointError(f"--syn_generator {path} was trained for other crops: " + "; ".join(differences))
         if any(r % config.divisor for r in settings.roi):
@@ -58,6 +52,13 @@ def read_generator(path: str | Path, settings: RunSettings | None = None) -> Gen
     weights = extract_state_dict(checkpoint, path)
     check_weights_match(TumorGenerator(config).state_dict(), weights, path)
     return GeneratorState(config, weights)
+
+
+def crop_mismatches(config: GeneratorConfig, organ: str, window, spacing) -> list[str]:
+    """How the crops a generator was trained on differ from these (organ, window, spacing); empty: they fit."""
+    wanted = (("organ", config.organ, organ), ("window (HU)", config.window, tuple(float(w) for w in window)),
+              ("spacing (mm)", config.spacing, tuple(float(x) for x in spacing)))
+    return [f"{what} {theirs} vs this run's {ours}" for what, theirs, ours in wanted if theirs != ours]
 
 
 class LearnedSynthesis:

@@ -153,18 +153,13 @@ class LearnedSynthesizer:
     def create(cls, args, profile) -> "LearnedSynthesizer":
         import torch
 
-        from labelfree.syn_generator import read_generator
+        from labelfree.syn_generator import crop_mismatches, read_generator
         from tumor_synthesis import TumorGenerated
 
         if args.syn_generator is None:
             raise ValueError("--synthesis gan repaints the ellipsoids with a trained generator: give --syn_generator")
         state = read_generator(args.syn_generator)
-        config = state.config
-        space = tuple(float(s) for s in args.space)
-        wanted = (("organ", config.organ, profile.name),
-                  ("window (HU)", config.window, tuple(float(w) for w in profile.window)),
-                  ("spacing (mm)", config.spacing, space))
-        problems = [f"{what} {theirs} vs this run's {ours}" for what, theirs, ours in wanted if theirs != ours]
+        problems = crop_mismatches(state.config, profile.name, profile.window, args.space)
         if problems:
             raise ValueError(f"--syn_generator {args.syn_generator} was trained for other crops: " + "; ".join(problems))
         engine = TumorGenerated(keys=("image", "label"), prob=1.0, tumor_prob=args.type_mix, organ=profile.name,
