@@ -88,6 +88,20 @@ def test_tool_on_a_real_layout_root(root, tmp_path, capsys):
     assert "machine Turing test AUC" in capsys.readouterr().out
 
 
+def test_no_size_matched_pairs_reports_the_statistics_and_says_why_there_is_no_auc(root, tmp_path, monkeypatch,
+                                                                                    capsys):
+    import tumor_synthesis.realism_classifier as classifier
+
+    monkeypatch.setattr(classifier, "match_size_bins", lambda *a, **k: (np.zeros(0, int), np.zeros(0, int)))
+    out = tmp_path / "out"
+    assert run(root, out) == 0
+    result = json.loads((out / "realism.json").read_text())
+    assert result["auc"] is None and "no size-matched pairs" in result["turing_test"]["error"]
+    assert result["counts"]["size_matched_pairs"] == 0 and result["statistics"]["volume_ml"]["real"]["n"] > 0
+    assert "no size-matched pairs" in (out / "realism.md").read_text()
+    assert (out / "realism.png").is_file()
+
+
 def test_clear_errors(root, tmp_path, capsys):
     assert run(root, tmp_path / "a", "--synthesis", "no_such_model") == 2
     assert "no_such_model" in capsys.readouterr().err

@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> dict:
     """Measure, compare, test; write the outputs and return the content of ``realism.json``."""
     from labelfree.io import write_json_atomic, write_text_atomic
     from tumor_synthesis.organs import MultiOrganProfile, get_organ_profile
-    from tumor_synthesis.realism_classifier import machine_turing_test, match_size_bins
+    from tumor_synthesis.realism_classifier import RADIUS_BIN_EDGES_MM, machine_turing_test, match_size_bins
     from tumor_synthesis.realism_report import markdown_report, save_figure
     from tumor_synthesis.realism_stats import StatsConfig, compare_populations, organ_depth_map
 
@@ -360,11 +360,14 @@ def run(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     keep_real, keep_syn = match_size_bins([r["radius_mm"] for r in real.records],
                                           [r["radius_mm"] for r in synthetic.records], rng)
-    crops = np.stack([real.crops[i] for i in keep_real] + [synthetic.crops[i] for i in keep_syn])
-    labels = np.r_[np.zeros(len(keep_real), dtype=int), np.ones(len(keep_syn), dtype=int)]
-    groups = [f"real:{real.records[i]['case']}" for i in keep_real] + \
-             [f"synthetic:{synthetic.records[i]['case']}" for i in keep_syn]
     try:
+        if len(keep_real) == 0:  # e.g. only large synthetic tumors against small real ones
+            raise ValueError("no real and synthetic lesions of the same size (radius bins "
+                             f"{list(RADIUS_BIN_EDGES_MM)} mm): no size-matched pairs to classify")
+        crops = np.stack([real.crops[i] for i in keep_real] + [synthetic.crops[i] for i in keep_syn])
+        labels = np.r_[np.zeros(len(keep_real), dtype=int), np.ones(len(keep_syn), dtype=int)]
+        groups = [f"real:{real.records[i]['case']}" for i in keep_real] + \
+                 [f"synthetic:{synthetic.records[i]['case']}" for i in keep_syn]
         turing = machine_turing_test(crops, labels, groups, n_folds=args.folds, epochs=args.epochs, seed=args.seed,
                                      device=device)
     except ValueError as e:
