@@ -27,8 +27,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.networks.blocks import ResidualUnit, UpSample
 from monai.networks.layers import GaussianFilter
-from monai.networks.nets import UNet
 
 #: Voxel classes of the discriminator.
 BACKGROUND, REAL_TUMOR, SYNTHETIC_TUMOR = 0, 1, 2
@@ -89,14 +89,55 @@ class GeneratorConfig:
                    roi=tuple(int(r) for r in d.get("roi", (96, 96, 96))))
 
 
-def _unet(in_channels: int, out_channels: int, channels: Sequence[int]) -> UNet:
-    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, channels=tuple(channels),
-                strides=(2,) * (len(channels) - 1), num_res_units=1, norm="instance")
+class UpsamplingUNet(torch.nn.Module):
+    """A small 3D UNet whose decoder upsamples by interpolation, then convolves.
+
+    MONAI's ``UNet`` upsamples with strided transposed convolutions; their uneven kernel
+    overlap paints a checkerboard into a generator's output, a texture real CT does not
+    have and the discriminator learns at once (seen at phantom scale: texture SD 38 HU vs 15
+    HU in real lesions). Trilinear upsampling followed by a convolution has no such pattern.
+
+    The layout is MONAI ``UNet``'s, so that the cost is too: ``channels`` per level, every
+    level but the last halves the crop (a residual unit of stride 2), the last is the bottom
+    (stride 1); on the way up each level concatenates its skip, convolves (a residual unit)
+    and is upsampled x2; the full-resolution output is a 1x1x1 convolution of the upsampled
+    features and the input (a 3x3x3 one there would triple the network's cost).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, channels: Sequence[int]) -> None:
+        super().__init__()
+        c = tuple(int(x) for x in channels)
+        n = len(c)
+        self.down = torch.nn.ModuleList(
+            ResidualUnit(3, c_in, c_out, strides=2 if i < n - 1 else 1, norm="instance", subunits=1)
+            for i, (c_in, c_out) in enumerate(zip((in_channels,) + c[:-1], c)))
+        # Level i (deepest first) takes its own features and its skip, and hands c[i - 1] up.
+        self.up = torch.nn.ModuleList(
+            ResidualUnit(3, (c[-1] if i == n - 2 else c[i]) + c[i], c[max(i - 1, 0)], norm="instance",
+                         subunits=1)
+            for i in range(n - 2, -1, -1))
+        self.upsample = UpSample(3, scale_factor=2, mode="nontrainable", interp_mode="trilinear",
+                                 align_corners=False)
+        self.head = torch.nn.Conv3d(c[0] + in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips, features = [], x
+        for block in self.down:
+            features = block(features)
+            skips.append(features)
+        up = skips.pop()  # the bottom
+        for block in self.up:
+            up = self.upsample(block(torch.cat([up, skips.pop()], dim=1)))
+        return self.head(torch.cat([up, x], dim=1))
 
 
-def build_discriminator(channels: Sequence[int] = (16, 32, 64)) -> UNet:
-    """Voxel-wise 3-class discriminator (background / real tumor / synthetic tumor) of one image channel."""
-    return _unet(1, 3, channels)
+def build_discriminator(channels: Sequence[int] = (16, 32, 64)) -> UpsamplingUNet:
+    """Voxel-wise 3-class discriminator (background / real tumor / synthetic tumor) of one image channel.
+
+    The same network as the generator's: a transposed-convolution decoder here would feed
+    its checkerboard back into the generator's gradients.
+    """
+    return UpsamplingUNet(1, 3, channels)
 
 
 def synthetic_tumor_mask(label: torch.Tensor, healthy_label: torch.Tensor,
@@ -112,7 +153,7 @@ class TumorGenerator(torch.nn.Module):
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         self.config = config
-        self.net = _unet(3, 1, config.channels)
+        self.net = UpsamplingUNet(3, 1, config.channels)
         self.blur = GaussianFilter(spatial_dims=3, sigma=config.mask_sigma_vox)
 
     def forward(self, healthy: torch.Tensor, handcrafted: torch.Tensor, mask: torch.Tensor,
