@@ -14,7 +14,7 @@ Training (``mode="train"``), in order::
     -> ScaleIntensityRanged(a_min..a_max HU -> 0..1, clip)
     -> SpatialPadd(roi; image "minimum", label "constant")
     -> RandCropByPosNegLabeld(roi, pos=1, neg=1, num_samples=1, image_threshold=0)
-    -> RandFlipd (p 0.2) on each of the 3 axes -> RandRotate90d(p 0.2, max_k 3)
+    -> RandFlipd (p 0.2) on each of the 3 axes -> RandRotate90d(p 0.2, max_k 3; only when roi_x == roi_y)
     -> RandScaleIntensityd(0.1, p 0.15) -> RandShiftIntensityd(0.1, p 0.15)
 
 The cache boundary is the first random transform: :func:`split_at_cache_boundary` returns
@@ -180,7 +180,8 @@ def get_transforms(
             RandFlipd(keys=all_keys, prob=FLIP_PROB, spatial_axis=0),
             RandFlipd(keys=all_keys, prob=FLIP_PROB, spatial_axis=1),
             RandFlipd(keys=all_keys, prob=FLIP_PROB, spatial_axis=2),
-            RandRotate90d(keys=all_keys, prob=ROTATE90_PROB, max_k=3),
+            # A quarter turn swaps H and W: patches of a batch would differ in shape and not collate.
+            *([RandRotate90d(keys=all_keys, prob=ROTATE90_PROB, max_k=3)] if roi_size[0] == roi_size[1] else []),
             RandScaleIntensityd(keys=images, factors=INTENSITY_FACTOR, prob=INTENSITY_PROB),
             RandShiftIntensityd(keys=images, offsets=INTENSITY_OFFSET, prob=INTENSITY_PROB),
         ]

@@ -121,6 +121,18 @@ def test_train_pipeline_pads_small_volumes_to_the_roi(tmp_path):
     assert tuple(out[0]["image"].shape[1:]) == roi
 
 
+@pytest.mark.parametrize("roi", [(24, 16, 16), (16, 24, 8)])
+def test_train_pipeline_keeps_a_non_square_patch_shape_on_every_draw(tmp_path, roi):
+    """roi_x != roi_y: a quarter turn in the H-W plane would swap them and the batch would not collate."""
+    paths, _, _ = write_case(tmp_path)
+    transform = get_transforms("train", a_min=A_MIN, a_max=A_MAX, space=(2.0, 2.0, 2.0), roi_size=roi)
+    transform.set_random_state(seed=0)
+    shapes = {tuple(transform(paths)[0][key].shape[1:]) for _ in range(40) for key in ("image", "label")}
+    assert shapes == {roi}
+    square = get_transforms("train", a_min=A_MIN, a_max=A_MAX, space=(2.0, 2.0, 2.0), roi_size=(16, 16, 8))
+    assert any(type(t).__name__ == "RandRotate90d" for t in square.transforms)  # square patches still turn
+
+
 def test_train_pipeline_is_reproducible_per_seed(tmp_path):
     paths, _, _ = write_case(tmp_path)
 
