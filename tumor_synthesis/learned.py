@@ -111,7 +111,7 @@ class UpsamplingUNet(torch.nn.Module):
         self.down = torch.nn.ModuleList(
             ResidualUnit(3, c_in, c_out, strides=2 if i < n - 1 else 1, norm="instance", subunits=1)
             for i, (c_in, c_out) in enumerate(zip((in_channels,) + c[:-1], c)))
-        # Level i (deepest first) takes its own features and its skip, and hands c[i - 1] up.
+        # Level i (deepest first) takes what came up and its skip, and hands c[i - 1] up (level 0: c[0]).
         self.up = torch.nn.ModuleList(
             ResidualUnit(3, (c[-1] if i == n - 2 else c[i]) + c[i], c[max(i - 1, 0)], norm="instance",
                          subunits=1)
