@@ -111,11 +111,12 @@ class UpsamplingUNet(torch.nn.Module):
         self.down = torch.nn.ModuleList(
             ResidualUnit(3, c_in, c_out, strides=2 if i < n - 1 else 1, norm="instance", subunits=1)
             for i, (c_in, c_out) in enumerate(zip((in_channels,) + c[:-1], c)))
-        # Level i (deepest first) takes what came up and its skip, and hands c[i - 1] up (level 0: c[0]).
-        self.up = torch.nn.ModuleList(
-            ResidualUnit(3, (c[-1] if i == n - 2 else c[i]) + c[i], c[max(i - 1, 0)], norm="instance",
-                         subunits=1)
-            for i in range(n - 2, -1, -1))
+        # Up the levels, deepest first: each takes what came up and its skip, and hands c[i - 1] up (level 0: c[0]).
+        self.up = torch.nn.ModuleList()
+        incoming = c[-1]  # the bottom's features
+        for i in range(n - 2, -1, -1):
+            self.up.append(ResidualUnit(3, incoming + c[i], c[max(i - 1, 0)], norm="instance", subunits=1))
+            incoming = c[max(i - 1, 0)]
         self.upsample = UpSample(3, scale_factor=2, mode="nontrainable", interp_mode="trilinear",
                                  align_corners=False)
         self.head = torch.nn.Conv3d(c[0] + in_channels, out_channels, kernel_size=1)
