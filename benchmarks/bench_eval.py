@@ -15,7 +15,7 @@ window with the original UNet, Invertd back to the input grid) on a synthetic sc
 one forward pass of a single window; ``--device cuda`` runs it with AMP (``--noamp`` for fp32).
 
 ROI-restricted inference (``--roi``): time per case of the sliding window with ``--roi_mode``
-none / body / organ (``labelfree.evaluation.roi``) at ``--roi_overlap`` (0.75, the original
+none / body / organ (``labelfree.inference.roi``) at ``--roi_overlap`` (0.75, the original
 evaluation command) on the validation cases of a datalist and on a phantom of
 ``--big_shape`` (512 x 512 x 120 at 0.8 x 0.8 x 2.5 mm, generated on the fly), with a trained
 ``--checkpoint`` (its network, window, spacing and patch size); the fraction of windows
@@ -48,8 +48,10 @@ import surface_distance
 import torch
 from scipy import ndimage
 
-from labelfree.evaluation.metrics import bounding_box, region_mask
-from labelfree.evaluation.postprocess import postprocess_labels
+from labelfree.evaluation.metrics import region_mask
+
+from labelfree.masks import bounding_box
+from labelfree.inference.postprocess import postprocess_labels
 from labelfree.evaluation.scoring import score_prediction
 
 REGIONS = {"liver": (1, 2), "tumor": (2,)}
@@ -158,10 +160,10 @@ def bench_inference(runs: int, device_name: str, amp: bool, shape, spacing, over
     import nibabel as nib
     from monai.data import DataLoader, Dataset
 
-    from labelfree.distributed import resolve_device
-    from labelfree.evaluation.inference import Predictor
+    from labelfree.runtime.distributed import resolve_device
+    from labelfree.inference.predictor import Predictor
     from labelfree.networks import build_model
-    from labelfree.transforms import get_transforms
+    from labelfree.data.transforms import get_transforms
 
     device = resolve_device(device_name)
     roi = (96, 96, 96)
@@ -206,7 +208,7 @@ def bench_inference(runs: int, device_name: str, amp: bool, shape, spacing, over
 
 def _roi_model(checkpoint_path):
     """(model, roi, spacing, window, description) of a checkpoint, or a random original UNet without one."""
-    from labelfree.checkpoint import extract_state_dict, load_checkpoint
+    from labelfree.io.checkpoint import extract_state_dict, load_checkpoint
     from labelfree.networks import build_model
 
     if checkpoint_path is None:
@@ -246,9 +248,9 @@ def original_command_windows(case: dict, window, roi=(96, 96, 96), overlap: floa
     reference organ's box widened by the default margin, i.e. what ``organ`` runs when its
     coarse pass finds the organ (plus that coarse pass).
     """
-    from labelfree.evaluation.roi import (DEFAULT_ORGAN_MARGIN, aligned_crop, body_box, body_threshold,
+    from labelfree.inference.roi import (DEFAULT_ORGAN_MARGIN, aligned_crop, body_box, body_threshold,
                                           count_windows, organ_box)
-    from labelfree.transforms import get_transforms
+    from labelfree.data.transforms import get_transforms
 
     data = get_transforms("val", a_min=window[0], a_max=window[1], space=(1.0, 1.0, 1.0))(
         {"image": case["image"], "label": case["label"]})
@@ -269,11 +271,11 @@ def bench_roi(args) -> None:
     import nibabel as nib
     from monai.data import DataLoader, Dataset
 
-    from labelfree.datalist import load_datalist
-    from labelfree.evaluation.inference import Predictor
-    from labelfree.evaluation.roi import ROI_MODES, body_threshold
-    from labelfree.labels import nifti_stem
-    from labelfree.transforms import get_transforms
+    from labelfree.data.datalist import load_datalist
+    from labelfree.inference.predictor import Predictor
+    from labelfree.inference.roi import ROI_MODES, body_threshold
+    from labelfree.data.labels import nifti_stem
+    from labelfree.data.transforms import get_transforms
 
     model, roi, space, window, what = _roi_model(args.checkpoint)
     transforms = get_transforms("infer", a_min=window[0], a_max=window[1], space=space)

@@ -1,4 +1,4 @@
-"""Cost of the pre-flight check (labelfree.preflight) against the caching it precedes.
+"""Cost of the pre-flight check (labelfree.data.preflight) against the caching it precedes.
 
 On phantom abdomen CT (``labelfree.phantom.make_phantom_dataset``, default spacing, 8
 healthy + 4 tumor cases: 340 x 260 x 72 voxels), times
@@ -41,10 +41,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from labelfree.data import build_train_dataset
-    from labelfree.datalist import load_datalist
-    from labelfree.preflight import label_convention, screen
-    from labelfree.transforms import get_transforms
+    from labelfree.data.loaders import build_train_dataset
+    from labelfree.data.datalist import load_datalist
+    from labelfree.data.preflight import label_convention, screen
+    from labelfree.data.transforms import get_transforms
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.data_root) if args.data_root else Path(tmp)

@@ -36,12 +36,12 @@ import torch
 from monai.losses import DiceCELoss
 
 from labelfree.networks import build_model
-from labelfree.quality_control import SyntheticTumorQC
-from labelfree.syn_generator import LearnedSynthesis
+from labelfree.training.quality_control import SyntheticTumorQC
+from labelfree.training.generator import LearnedSynthesis
 from tumor_synthesis.learned import GeneratorConfig, TumorGenerator
-from labelfree.data import build_train_dataset
-from labelfree.datalist import load_datalist
-from labelfree.transforms import get_transforms
+from labelfree.data.loaders import build_train_dataset
+from labelfree.data.datalist import load_datalist
+from labelfree.data.transforms import get_transforms
 
 LIVER_WINDOW = (-21.0, 189.0)
 

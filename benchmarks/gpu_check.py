@@ -8,7 +8,7 @@ Run it whenever a GPU is at hand (it is sized to finish in under 5 minutes on on
 What it runs, each part recorded as ``ok`` / ``failed: <error>`` / ``not available: <why>``:
 
 1. ``train_unet``, ``train_swin_unetrv2``: AMP training steps (``torch.amp.autocast`` +
-   ``GradScaler``, DiceCE, AdamW, as ``labelfree.trainer`` does them) of the original UNet and
+   ``GradScaler``, DiceCE, AdamW, as ``labelfree.training.trainer`` does them) of the original UNet and
    of Swin-UNETR v2 at 96^3, batch 2, on phantom abdomens with ``--syn`` (the project's
    training pipeline, ``TumorGenerated`` on every draw) and ``--workers`` loader processes:
    median step time, the fraction of wall time spent waiting for data, samples/s, peak GPU
@@ -141,12 +141,12 @@ def make_data(root: Path, sizes: Sizes) -> Path:
 def train_steps(model_name: str, datalist: Path, root: Path, sizes: Sizes, device: torch.device) -> dict:
     from monai.losses import DiceCELoss
 
-    from labelfree.data import build_train_dataset, build_train_loader, prepare_epoch
-    from labelfree.datalist import load_datalist
-    from labelfree.distributed import DistContext
+    from labelfree.data.loaders import build_train_dataset, build_train_loader, prepare_epoch
+    from labelfree.data.datalist import load_datalist
+    from labelfree.runtime.distributed import DistContext
     from labelfree.networks import build_model
     from labelfree.optimizers import build_optimizer
-    from labelfree.transforms import get_transforms
+    from labelfree.data.transforms import get_transforms
 
     amp = device.type == "cuda"
     roi = (sizes.swin_roi if model_name.startswith("swin") else sizes.roi,) * 3
@@ -246,10 +246,10 @@ def inference_case(work: Path, sizes: Sizes) -> Path:
 def inference_check(path: Path, sizes: Sizes, device: torch.device, roi_mode: str) -> dict:
     from monai.data import DataLoader, Dataset
 
-    from labelfree.evaluation.inference import Predictor
-    from labelfree.evaluation.roi import body_threshold, resolve_sw_batch_size
+    from labelfree.inference.predictor import Predictor
+    from labelfree.inference.roi import body_threshold, resolve_sw_batch_size
     from labelfree.networks import build_model
-    from labelfree.transforms import get_transforms
+    from labelfree.data.transforms import get_transforms
 
     roi = (sizes.infer_roi,) * 3
     torch.manual_seed(0)
@@ -291,8 +291,8 @@ SYNTHESIS_MODELS = ("growth", "quality_control", "generator")
 def synthesis_check(name: str, datalist: Path, root: Path, sizes: Sizes, device: torch.device) -> dict:
     if name == "generator":
         return generator_check(sizes, device)
-    from labelfree.datalist import load_datalist
-    from labelfree.transforms import get_transforms
+    from labelfree.data.datalist import load_datalist
+    from labelfree.data.transforms import get_transforms
 
     item = load_datalist(datalist, "training", root)[0]
     sample = get_transforms("val", a_min=-21, a_max=189, space=(sizes.train_space,) * 3)(item)
@@ -306,7 +306,7 @@ def synthesis_check(name: str, datalist: Path, root: Path, sizes: Sizes, device:
             return int((torch.as_tensor(transform(dict(sample))["label"]) == 2).sum())
     else:
         from labelfree.networks import build_model
-        from labelfree.quality_control import SyntheticTumorQC
+        from labelfree.training.quality_control import SyntheticTumorQC
 
         roi = (sizes.roi,) * 3
         qc = SyntheticTumorQC(build_model("unet", roi_size=roi).to(device), [2], amp=device.type == "cuda")
@@ -337,7 +337,7 @@ def median_seconds(fn, device: torch.device, runs: int = 3):
 
 def generator_check(sizes: Sizes, device: torch.device) -> dict:
     from labelfree.networks import build_model
-    from labelfree.syn_generator import LearnedSynthesis
+    from labelfree.training.generator import LearnedSynthesis
     from tumor_synthesis.learned import (REAL_TUMOR, SYNTHETIC_TUMOR, GeneratorConfig, TumorGenerator,
                                          build_discriminator, discriminator_loss, discriminator_targets,
                                          generator_loss, synthetic_tumor_mask)
@@ -424,7 +424,7 @@ def markdown(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
-    from labelfree.io import write_json_atomic, write_text_atomic
+    from labelfree.io.atomic import write_json_atomic, write_text_atomic
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no GPU is visible; use --device cpu for the dry run")

@@ -21,7 +21,7 @@ import torch
 from scipy import ndimage
 
 from labelfree.evaluation.figures import shrink_png
-from labelfree.io import atomic_path
+from labelfree.io.atomic import atomic_path
 from labelfree.phantom import generate_case
 from tumor_synthesis import get_growth_rules, get_organ_profile, grow_tumors
 

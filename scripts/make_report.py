@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from labelfree.evaluation.lesions import RADIUS_BIN_EDGES_MM, radius_bin_names
-from labelfree.io import write_text_atomic
+from labelfree.io.atomic import write_text_atomic
 
 SCORE_COLUMNS = ("tumor_dice", "tumor_nsd", "liver_dice", "liver_nsd")
 COUNT_COLUMNS = ("lesions", "detected", "predicted_lesions", "false_positives")
@@ -189,11 +189,12 @@ def write_overlays(arm_dirs: Mapping[str, Path], json_dir: str, val_dir: str | N
     import nibabel as nib
 
     from labelfree.evaluation.figures import largest_false_positive_slice, save_overlay, shrink_png
-    from labelfree.datalist import load_datalist
-    from labelfree.readers import case_name, read_volume
+    from labelfree.data.datalist import load_datalist
+    from labelfree.io.formats import case_name
+    from labelfree.io.readers import read_volume
 
     def canonical(path):
-        # Any scan format (labelfree.readers) -> RAS voxel order for display, as nibabel's canonical.
+        # Any scan format (labelfree.io.readers) -> RAS voxel order for display, as nibabel's canonical.
         volume = read_volume(path)
         return nib.as_closest_canonical(nib.Nifti1Image(np.asarray(volume.array), volume.affine))
 

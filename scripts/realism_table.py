@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(text, end="")
     if args.out:
-        from labelfree.io import write_text_atomic
+        from labelfree.io.atomic import write_text_atomic
 
         write_text_atomic(args.out, text)
     return 0

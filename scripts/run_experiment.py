@@ -53,10 +53,10 @@ import time
 from pathlib import Path
 
 from labelfree.evaluation.figures import shrink_png
-from labelfree.checkpoint import CHECKPOINT_BEST
-from labelfree.trainer import read_scalars
-from labelfree.datalist import read_datalist_json
-from labelfree.io import write_json_atomic
+from labelfree.io.checkpoint import CHECKPOINT_BEST
+from labelfree.training.trainer import read_scalars
+from labelfree.data.datalist import read_datalist_json
+from labelfree.io.atomic import write_json_atomic
 
 ARMS = ("real", "synthetic", "mixed", "synthetic_no_rim", "growth", "handcrafted_qc", "gan", "gan_qc")
 #: Arms that paint synthetic tumors.
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     healthy = read_datalist_json(datalists["synthetic"])["training"][0]
     root = Path(args.data_root)
     previews = [results / "synthetic_tumors_mix.png", results / "synthetic_tumor_montage.png"]
-    run([sys.executable, "-m", "tumor_synthesis.preview", "--image", str(root / healthy["image"]),
+    run([sys.executable, "-m", "labelfree.apps.preview", "--image", str(root / healthy["image"]),
          "--label", str(root / healthy["label"]), "--type", "mix", "--seed", str(args.seed),
          "--spacing", str(args.space), str(args.space), str(args.space), "--syn_rim_mm", str(args.syn_rim_mm),
          "--out", str(previews[0]), "--montage", str(previews[1])], args.dry_run)

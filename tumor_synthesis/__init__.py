@@ -13,11 +13,11 @@ are pure numpy functions driven by a ``numpy.random.Generator``:
 * :mod:`tumor_synthesis.engine`: one sample from all of the above;
 * :mod:`tumor_synthesis.growth`, :mod:`tumor_synthesis.growth_engine`: the growth model
   (a cellular automaton in torch, as Pixel2Cancer), ``TumorGenerated(synthesis="growth")``;
-* :mod:`tumor_synthesis.preview`: PNG previews (``python -m tumor_synthesis.preview``);
-* :mod:`tumor_synthesis.realism`: synthetic vs real tumors, lesion by lesion, and a machine
+* :mod:`labelfree.apps.preview`: PNG previews (``python -m tumor_synthesis.preview``);
+* :mod:`labelfree.apps.realism.cli`: synthetic vs real tumors, lesion by lesion, and a machine
   Turing test (``python -m tumor_synthesis.realism``; statistics in
-  :mod:`~tumor_synthesis.realism_stats`, the CNN in :mod:`~tumor_synthesis.realism_classifier`,
-  tables and figure in :mod:`~tumor_synthesis.realism_report`).
+  :mod:`~labelfree.apps.realism.stats`, the CNN in :mod:`~labelfree.apps.realism.classifier`,
+  tables and figure in :mod:`~labelfree.apps.realism.report`).
 """
 
 from tumor_synthesis.engine import SynthesisPlan, SynthesisResult, synthesize_tumors

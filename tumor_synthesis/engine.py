@@ -122,7 +122,7 @@ def synthesize_tumors(
             blurred change spreads beyond it (a darkened halo of organ outside the label). A
             fraction in (0, 1) also labels the organ voxels whose blurred mask reaches that
             fraction of its full value: the label ends where the visible lesion fades to that
-            fraction of its difference (``tumor_synthesis.realism`` measures the halo).
+            fraction of its difference (``labelfree.apps.realism.cli`` measures the halo).
 
     Returns:
         The result, or None (inputs untouched) when the label already holds a tumor (a

@@ -15,7 +15,7 @@ crop is ``healthy + offset * blurred mask * organ``, so voxels outside the organ
 (the engine's invariant), and the label stays the engine's tumor inside the organ.
 
 The discriminator is voxel-wise with three classes (background, real tumor, synthetic tumor);
-it is only used while the generator trains (``labelfree.syn_train``). The generator's loss is
+it is only used while the generator trains (``labelfree.cli.syn_train``). The generator's loss is
 FreeTumor's: ``adv_weight * (1 - mean P_D(real | synthetic voxels)) + seg_weight * (1 - mean
 P_S(tumor | synthetic voxels))`` with a frozen segmentor S trained on real tumors.
 """

@@ -1,7 +1,7 @@
 """PNG figures of an evaluation: prediction overlays per case and bar plots per experiment arm.
 
 Everything renders with matplotlib's Agg backend (no display needed) and is written
-atomically through :mod:`labelfree.io`. Slices are shown in radiological convention, as the
+atomically through :mod:`labelfree.io.atomic`. Slices are shown in radiological convention, as the
 phantom previews: arrays are brought to RAS voxel order first, then an axial slice has
 anterior at the top and the patient's right on the viewer's left.
 """
@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from labelfree.io import atomic_path
+from labelfree.io.atomic import atomic_path
 
 #: (level, width) display window in HU of the abdomen overlays.
 ABDOMEN_WINDOW = (40.0, 400.0)

@@ -18,9 +18,11 @@ import math
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
 
-from labelfree.evaluation.metrics import check_spacing, mask_pair, union_bounding_box
+from labelfree.evaluation.metrics import mask_pair
+
+from labelfree.masks import check_spacing, union_bounding_box
+from labelfree.masks import label_components
 
 RADIUS_BIN_EDGES_MM = (0.0, 5.0, 10.0, 15.0, 20.0, math.inf)
 
@@ -39,20 +41,6 @@ def equivalent_sphere_radius_mm(n_voxels: np.ndarray | int, spacing_mm: Sequence
     volume_mm3 = np.asarray(n_voxels, dtype=np.float64) * float(np.prod(spacing_mm))
     return np.cbrt(3.0 * volume_mm3 / (4.0 * math.pi))
 
-
-def label_components(mask: np.ndarray, connectivity: int = 3) -> tuple[np.ndarray, int]:
-    """Connected components of a boolean mask.
-
-    Args:
-        mask: boolean array (H, W, D).
-        connectivity: 1 (faces, 6-neighbourhood), 2 (+edges, 18) or 3 (+corners, 26).
-
-    Returns:
-        ``(labels, n)``: an int32 array with components numbered 1..n (0 outside), and n.
-    """
-    structure = ndimage.generate_binary_structure(mask.ndim, connectivity)
-    labels, n = ndimage.label(mask, structure=structure, output=np.int32)
-    return labels, int(n)
 
 
 def detect_lesions(

@@ -37,6 +37,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 from surface_distance import lookup_tables
+from labelfree.masks import check_spacing, union_bounding_box
 
 EMPTY_BOTH = 1.0
 EMPTY_ONE = 0.0
@@ -54,43 +55,6 @@ def mask_pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
     return pred, ref
 
-
-def check_spacing(spacing_mm: Sequence[float], ndim: int) -> tuple[float, ...]:
-    """The spacing as a tuple of ``ndim`` positive floats (mm), or a ``ValueError``."""
-    spacing = tuple(float(s) for s in spacing_mm)
-    if len(spacing) != ndim or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing must be {ndim} positive finite values in mm, got {spacing_mm}")
-    return spacing
-
-
-def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
-    """Slices of the smallest box holding every ``True`` voxel, grown by ``margin`` voxels.
-
-    Args:
-        mask: boolean array of any dimension.
-        margin: voxels added on each side, clipped to the array.
-
-    Returns:
-        One slice per axis, or ``None`` when the mask is empty.
-    """
-    slices = []
-    for axis in range(mask.ndim):
-        other_axes = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(np.any(mask, axis=other_axes))
-        if hits.size == 0:
-            return None
-        lo = max(int(hits[0]) - margin, 0)
-        hi = min(int(hits[-1]) + 1 + margin, mask.shape[axis])
-        slices.append(slice(lo, hi))
-    return tuple(slices)
-
-
-def union_bounding_box(*masks: np.ndarray, margin: int = 1) -> tuple[slice, ...] | None:
-    """:func:`bounding_box` of the union of same-shaped masks (``None`` if all are empty)."""
-    union = masks[0].copy()
-    for m in masks[1:]:
-        union |= m
-    return bounding_box(union, margin)
 
 
 def dice_from_counts(intersection: int, pred_count: int, ref_count: int) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from labelfree.io import remove_stale_temp_files
+from labelfree.io.atomic import remove_stale_temp_files
 
 PRED_DIR = "pred"
 RESULT_FILES = ("metrics.csv", "summary.json")

@@ -8,7 +8,7 @@
 * ``summary.json``: NaN-aware means with counts, and lesion sensitivity pooled over
   all cases (overall and per radius bin).
 
-All files are written atomically through :mod:`labelfree.io`.
+All files are written atomically through :mod:`labelfree.io.atomic`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from labelfree.evaluation.lesions import radius_bin_names
-from labelfree.io import save_nifti_atomic, write_json_atomic, write_text_atomic
+from labelfree.io.atomic import save_nifti_atomic, write_json_atomic, write_text_atomic
 
 LESION_COLUMNS = ("lesions", "detected", "predicted_lesions", "false_positives")
 
@@ -76,7 +76,7 @@ def save_prediction(labels: np.ndarray, reference_image, path: str | os.PathLike
     Args:
         labels: (H, W, D) label map on the voxel grid of ``reference_image``.
         reference_image: the input scan's geometry: a nibabel image, or a
-            ``labelfree.readers.Volume`` of any format (``shape``, RAS+ ``affine``, and the
+            ``labelfree.io.readers.Volume`` of any format (``shape``, RAS+ ``affine``, and the
             NIfTI ``header`` or ``None``). A NIfTI input's header is reused; for NRRD,
             MetaImage and DICOM inputs the RAS affine of the reader is the NIfTI affine, so
             each voxel lands on the world point of the input's voxel (LPS turned into RAS).

@@ -11,7 +11,8 @@ from typing import Sequence
 import numpy as np
 
 from labelfree.evaluation.lesions import detect_lesions
-from labelfree.evaluation.metrics import bounding_box, case_metrics
+from labelfree.evaluation.metrics import case_metrics
+from labelfree.masks import bounding_box
 
 
 def score_prediction(
@@ -109,8 +110,8 @@ def score_files(pred_path: str, label_path: str, label_pairs: Sequence[tuple[str
     Raises:
         ValueError: the two files' grids differ, or a file does not hold integer labels.
     """
-    from labelfree.labels import as_integer_labels
-    from labelfree.readers import read_volume
+    from labelfree.data.labels import as_integer_labels
+    from labelfree.io.readers import read_volume
 
     # Any label format (NIfTI, NRRD, MetaImage...); predictions are NIfTI in the image's voxel order.
     label_volume = read_volume(label_path)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from labelfree.checkpoint import CheckpointError, load_checkpoint
+from labelfree.io.checkpoint import CheckpointError, load_checkpoint
 
 _ENCODER_PREFIXES = ("module.", "swin_vit.", "swinViT.")
 _RENAMED = ((".mlp.fc1.", ".mlp.linear1."), (".mlp.fc2.", ".mlp.linear2."))

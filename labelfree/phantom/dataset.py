@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labelfree.io import save_nifti_atomic, write_json_atomic
+from labelfree.io.atomic import save_nifti_atomic, write_json_atomic
 
 from .case import DEFAULT_SPACING, generate_case
 from .labels import MULTIORGAN_LABELS, single_organ_label

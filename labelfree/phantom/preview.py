@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from labelfree.io import atomic_path
+from labelfree.io.atomic import atomic_path
 
 #: (level, width) CT display windows in HU.
 WINDOWS = {"abdomen": (40.0, 400.0), "chest": (-600.0, 1500.0)}

@@ -1,0 +1,121 @@
+"""labelfree.io.checkpoint: weights-only round trip, corrupt files, crash-safe saving, prefix stripping."""
+
+import pytest
+import torch
+
+from labelfree.io.checkpoint import CheckpointError, load_checkpoint, load_model_weights, save_checkpoint, strip_prefixes
+
+
+def small_model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.InstanceNorm3d(4), torch.nn.Conv3d(4, 2, 1))
+
+
+def full_state(model):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(1, 1, 5, 5, 5)).sum().backward()
+    optimizer.step()
+    return {
+        "epoch": 3,
+        "best_acc": torch.tensor(0.5).numpy().item(),
+        "global_step": 7,
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": None,
+        "scaler": {},
+        "args": {"logdir": "runs/x", "roi": (96, 96, 96), "syn": True, "checkpoint": None},
+    }
+
+
+def test_round_trip_loads_with_weights_only(tmp_path):
+    model = small_model()
+    state = full_state(model)
+    path = save_checkpoint(tmp_path / "model_final.pt", **state)
+    loaded = torch.load(path, weights_only=True)  # no pickled classes needed
+    assert loaded["epoch"] == 3 and loaded["global_step"] == 7 and loaded["best_acc"] == 0.5
+    assert loaded["args"]["roi"] == (96, 96, 96) and loaded["args"]["syn"] is True
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded["state_dict"][key], value)
+    restored = torch.optim.AdamW(small_model(1).parameters(), lr=1e-3)
+    restored.load_state_dict(loaded["optimizer"])
+    assert float(restored.state_dict()["state"][0]["step"]) == 1.0
+    assert restored.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def test_numpy_values_become_plain(tmp_path):
+    import numpy as np
+
+    save_checkpoint(tmp_path / "c.pt", best_acc=np.float64(0.25), epoch=np.int64(2))
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert loaded == {"best_acc": 0.25, "epoch": 2} and type(loaded["best_acc"]) is float
+
+
+@pytest.mark.parametrize("content", [b"garbage, not a checkpoint", b""])
+def test_corrupt_file_gives_clear_error(tmp_path, content):
+    path = tmp_path / "model_final.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"model_final\.pt cannot be read") as info:
+        load_checkpoint(path)
+    # torch's advice to retry with weights_only=False is wrong for a corrupt file: not passed on.
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncated_file_gives_clear_error(tmp_path):
+    path = save_checkpoint(tmp_path / "model.pt", **full_state(small_model()))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"model\.pt cannot be read"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_crash_while_saving_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "model_final.pt"
+    save_checkpoint(path, **full_state(small_model()))
+    good = path.read_bytes()
+
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        with open(f, "r+b") as handle:  # half-written file, then the "crash"
+            handle.truncate(100)
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, **{**full_state(small_model(2)), "epoch": 4})
+    monkeypatch.undo()
+
+    assert path.read_bytes() == good
+    assert load_checkpoint(path)["epoch"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["model_final.pt"]  # no temp file left
+
+
+def test_strip_prefixes():
+    assert strip_prefixes("module.backbone.conv.weight") == "conv.weight"
+    assert strip_prefixes("backbone.module.0.bias") == "0.bias"
+    assert strip_prefixes("model.0.bias") == "model.0.bias"
+
+
+@pytest.mark.parametrize("prefix", ["module.", "backbone.", "module.backbone."])
+def test_load_model_weights_strips_prefixes(tmp_path, prefix):
+    source = small_model(seed=1)
+    weights = {prefix + k: v for k, v in source.state_dict().items()}
+    torch.save({"state_dict": weights, "epoch": 9}, tmp_path / "ckpt.pt")
+    target = small_model(seed=2)
+    checkpoint = load_model_weights(target, tmp_path / "ckpt.pt")
+    assert checkpoint["epoch"] == 9
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value)
+
+
+def test_load_model_weights_reports_mismatch(tmp_path):
+    other = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3), torch.nn.InstanceNorm3d(8), torch.nn.Conv3d(8, 2, 1))
+    torch.save({"state_dict": other.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"other\.pt do not match.*shape mismatch: 0\.weight"):
+        load_model_weights(small_model(), tmp_path / "other.pt")
+    torch.save({"state_dict": {"extra.weight": torch.zeros(1)}}, tmp_path / "extra.pt")
+    with pytest.raises(CheckpointError, match="missing: .*unexpected: extra.weight"):
+        load_model_weights(small_model(), tmp_path / "extra.pt")
