@@ -37,9 +37,9 @@ Every figure is the median of ``--runs`` runs (after one warm-up run).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -53,29 +53,9 @@ from labelfree.evaluation.metrics import region_mask
 from labelfree.masks import bounding_box
 from labelfree.inference.postprocess import postprocess_labels
 from labelfree.evaluation.scoring import score_prediction
+from labelfree.runtime.timing import median_seconds_each
 
 REGIONS = {"liver": (1, 2), "tumor": (2,)}
-
-
-def median_seconds(fns: dict, runs: int, sync=None) -> dict:
-    """Median wall time in s of each ``fns[name]()`` over ``runs`` runs, after one warm-up call each.
-
-    The functions take turns within every round, so a change of machine load (other jobs
-    on shared cores) hits them all alike and the ratios stay meaningful.
-    """
-    times = {name: [] for name in fns}
-    for name, fn in fns.items():
-        fn()
-    for _ in range(runs):
-        for name, fn in fns.items():
-            if sync:
-                sync()
-            start = time.perf_counter()
-            fn()
-            if sync:
-                sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def synthetic_case(shape=(512, 512, 120), spacing=(0.8, 0.8, 2.5), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +115,7 @@ def bench_metrics(runs: int) -> None:
         if not np.isclose(ours[key], value, atol=1e-12):
             raise AssertionError(f"{key}: ours {ours[key]} vs original {value}")
 
-    t = median_seconds({
+    t = median_seconds_each({
         "edt": lambda: ndimage.distance_transform_edt(~organ_crop, sampling=spacing),
         "ours": lambda: metrics_per_case(pred, ref, spacing),
         "original": lambda: original_metrics(pred, ref, spacing),
@@ -186,7 +166,7 @@ def bench_inference(runs: int, device_name: str, amp: bool, shape, spacing, over
                 model(window)
 
         probabilities = predictor.probabilities(batch["image"])
-        t = median_seconds({
+        t = median_seconds_each({
             "window": one_window,
             "sw": lambda: predictor.probabilities(batch["image"]),
             "back": lambda: predictor.labels_on_input_grid(batch, probabilities),
@@ -268,7 +248,6 @@ def original_command_windows(case: dict, window, roi=(96, 96, 96), overlap: floa
 
 
 def bench_roi(args) -> None:
-    import nibabel as nib
     from monai.data import DataLoader, Dataset
 
     from labelfree.data.datalist import load_datalist
@@ -276,6 +255,7 @@ def bench_roi(args) -> None:
     from labelfree.inference.roi import ROI_MODES, body_threshold
     from labelfree.data.labels import nifti_stem
     from labelfree.data.transforms import get_transforms
+    from labelfree.io.readers import read_volume
 
     model, roi, space, window, what = _roi_model(args.checkpoint)
     transforms = get_transforms("infer", a_min=window[0], a_max=window[1], space=space)
@@ -299,24 +279,25 @@ def bench_roi(args) -> None:
             print(f"  (phantom {'x'.join(map(str, args.big_shape))} generated in {time.perf_counter() - start:.0f} s)")
         for case in cases:
             batch = next(iter(DataLoader(Dataset([{"image": case["image"]}], transforms), batch_size=1)))
-            label = np.asarray(nib.load(case["label"]).dataobj).astype(np.uint8)
-            spacing_mm = tuple(float(v) for v in np.linalg.norm(nib.load(case["label"]).affine[:3, :3], axis=0))
-            times = {mode: [] for mode in ROI_MODES}
+            label_volume = read_volume(case["label"])
+            label = np.asarray(label_volume.array).astype(np.uint8)
+            spacing_mm = label_volume.spacing
             probabilities = {}
-            for _ in range(args.roi_runs):
-                for mode, predictor in predictors.items():
-                    start = time.perf_counter()
-                    probabilities[mode] = predictor.probabilities(batch["image"])
-                    times[mode].append(time.perf_counter() - start)
+
+            def predict(mode):
+                probabilities[mode] = predictors[mode].probabilities(batch["image"])
+
+            seconds = median_seconds_each({mode: partial(predict, mode) for mode in predictors}, args.roi_runs,
+                                          warmup=0)
             for mode, predictor in predictors.items():
                 stats = predictor.inferer.stats[0]
                 inside = tuple(slice(lo, hi) for lo, hi in stats.box)
                 dprob = float((probabilities[mode] - probabilities["none"])[(..., *inside)].abs().max())
                 pred = postprocess_labels(predictor.labels_on_input_grid(batch, probabilities[mode])[0], spacing_mm)
                 scores = metrics_per_case(pred, label, spacing_mm)
-                t = statistics.median(times[mode])
+                t = seconds[mode]
                 totals[mode] += t
-                speedup = statistics.median(times["none"]) / t
+                speedup = seconds["none"] / t
                 print(f"  {case['name']} | {'x'.join(map(str, stats.shape))} | {mode} | {stats.windows_run} / "
                       f"{stats.windows_full} ({100 * stats.fraction_skipped:.0f} %) | {t:.1f} | {speedup:.2f} | "
                       f"{dprob:.1e} | {scores['liver_dice']:.4f} | {scores['tumor_dice']:.4f}"

@@ -18,19 +18,10 @@ Every figure is the median of ``--repeats`` runs; the ratio is the pre-flight's 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from labelfree.runtime.timing import median_seconds
 
 
 def main() -> None:
@@ -56,12 +47,13 @@ def main() -> None:
         datalist = root / "datafolds" / "healthy.json"
         lists = {split: load_datalist(datalist, split, root) for split in ("training", "validation")}
         convention = label_convention("liver", 3)
-        serial = timed(lambda: screen(lists, convention, workers=0), args.repeats)
-        parallel = timed(lambda: screen(lists, convention, workers=args.workers), args.repeats)
+        serial = median_seconds(lambda: screen(lists, convention, workers=0), args.repeats, warmup=0)
+        parallel = median_seconds(lambda: screen(lists, convention, workers=args.workers), args.repeats,
+                                  warmup=0)
         transform = get_transforms("train", a_min=-21, a_max=189, space=(args.space,) * 3, roi_size=(96, 96, 96),
                                    syn=True, organ="liver")
-        cache = timed(lambda: build_train_dataset(lists["training"], transform, 500, 1.0, args.workers,
-                                                  progress=False), args.repeats)
+        cache = median_seconds(lambda: build_train_dataset(lists["training"], transform, 500, 1.0, args.workers,
+                                                           progress=False), args.repeats, warmup=0)
     n = sum(len(items) for items in lists.values())
     print(f"{n} cases ({len(lists['training'])} training), median of {args.repeats}:")
     print(f"  pre-flight, in-process        {serial:7.2f} s  ({serial / cache:.2f} x the cache)")

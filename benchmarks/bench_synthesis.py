@@ -62,6 +62,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from labelfree.runtime.timing import median_seconds
+
 #: Median seconds per sample of the original code, measured by the project on this machine
 #: type (1.5 L phantom liver, one core).
 ORIGINAL_SECONDS = {"tiny": 0.166, "small": 0.151, "medium": 0.199, "large": 0.322, "mix": 0.459}
@@ -97,15 +99,6 @@ def make_case(seed: int):
     rng = np.random.default_rng(seed)
     image = np.where(liver, 60, -80) + rng.normal(0, 20, shape)
     return image.astype(np.int16), liver.astype(np.uint8), np.eye(4), "smooth blob (no phantom package)"
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 # --- the original's per-sample algorithm, re-implemented for a same-run comparison -------------
@@ -261,7 +254,7 @@ def run_timing(args) -> None:
         nz = np.flatnonzero(liver.any(axis=tuple(a for a in range(3) if a != k)))
         bbox.append(slice(int(nz[0]), int(nz[-1]) + 1))
     liver_box = image[tuple(bbox)].astype(np.float32)
-    baseline = median_seconds(lambda: ndimage.gaussian_filter(liver_box, 2.0), 7)
+    baseline = median_seconds(lambda: ndimage.gaussian_filter(liver_box, 2.0), 7, warmup=0)
     print(f"baseline: gaussian_filter(sigma 2) over the liver box {liver_box.shape} float32: {1e3 * baseline:.1f} ms")
 
     image_f, label_f = image.astype(np.float32), label.astype(np.float32)
@@ -443,10 +436,12 @@ def _timed_sampler(transform, meta_image, meta_label, image_f, label_f, device):
 
 def run_growth_timing(args) -> None:
     torch.set_num_threads(1)
-    import tumor_synthesis
+    import tumor_synthesis.models.growth
     from monai.data import MetaTensor
 
-    device = torch.device(args.device)
+    from labelfree.runtime.distributed import resolve_device
+
+    device = resolve_device(args.device)
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, torch {torch.__version__}, one thread, "
           f"growth model on {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     image, label, affine, source = make_case(args.seed)
@@ -491,12 +486,12 @@ def run_growth_timing(args) -> None:
                 plans.append(result.plan)
             return result
 
-        tumor_synthesis.transform.grow_tumors = spy
+        tumor_synthesis.models.growth.grow_tumors = spy
         try:
             draw = _timed_sampler(transform, meta_image, meta_label, image_f, label_f, device)
             seconds = [draw()[0] for _ in range(args.samples)]
         finally:
-            tumor_synthesis.transform.grow_tumors = original
+            tumor_synthesis.models.growth.grow_tumors = original
         radii = [(3 * p.tumor_voxels * voxel_ml * 1000 / (4 * math.pi) / max(1, len(p.seeds))) ** (1 / 3)
                  for p in plans]
         lo, hi = rules.size(size).steps

@@ -29,6 +29,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -42,6 +43,8 @@ from tumor_synthesis.learned import GeneratorConfig, TumorGenerator
 from labelfree.data.loaders import build_train_dataset
 from labelfree.data.datalist import load_datalist
 from labelfree.data.transforms import get_transforms
+from labelfree.runtime.timing import median_seconds
+from labelfree.runtime.distributed import resolve_device
 
 LIVER_WINDOW = (-21.0, 189.0)
 
@@ -124,7 +127,7 @@ def synchronize(device):
 
 
 def bench_step(args) -> None:
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     amp = args.amp and device.type == "cuda"
     torch.manual_seed(args.seed)
     model = build_model("unet", roi_size=(args.roi,) * 3).to(device)
@@ -148,17 +151,6 @@ def bench_step(args) -> None:
         with torch.autocast(device.type, enabled=amp):
             model(image)
 
-    def median_time(fn, n):
-        fn()
-        synchronize(device)
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
     # Quality control: every crop holds a synthetic tumor that the healthy original does not.
     healthy_label = torch.ones(shape, device=device)
     syn_label = healthy_label.clone()
@@ -179,8 +171,9 @@ def bench_step(args) -> None:
         learned(image, syn_label, image, healthy_label)
 
     n = args.steps * args.repeats
-    step_s, forward_s, qc_s = median_time(step, n), median_time(forward, n), median_time(quality_control, n)
-    gan_s = median_time(generator, n)
+    sync = partial(synchronize, device)
+    step_s, forward_s = median_seconds(step, n, sync=sync), median_seconds(forward, n, sync=sync)
+    qc_s, gan_s = median_seconds(quality_control, n, sync=sync), median_seconds(generator, n, sync=sync)
     print(f"\n== UNet (original config) on {device}{' + AMP' if amp else ' fp32'}: batch {args.batch_size} x "
           f"{args.roi}^3, median of {n} ==")
     print(f"optimizer step {step_s:.3f} s   forward only (baseline) {forward_s:.3f} s   "
@@ -231,8 +224,10 @@ def bench_gpu_feed(items, args) -> None:
 
 def main() -> None:
     args = get_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA GPU is visible")
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {args.device}")
     with tempfile.TemporaryDirectory(prefix="bench_train_") as scratch:
         items = None if (args.skip_pipeline and args.device == "cpu") else phantom_items(args, Path(scratch))

@@ -42,10 +42,13 @@ import sys
 import tempfile
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from labelfree.runtime.timing import median_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -318,21 +321,16 @@ def synthesis_check(name: str, datalist: Path, root: Path, sizes: Sizes, device:
 
         def run():
             return qc(image, synthetic, image, healthy)[2].checked
-    seconds, result = median_seconds(run, device)
+    seconds, result = timed_with_result(run, device)
     key = "tumor_voxels" if name == "growth" else "crops_checked"
     return {"sample_s_median" if name == "growth" else "batch_s_median": seconds, key: result}
 
 
-def median_seconds(fn, device: torch.device, runs: int = 3):
-    """``(median seconds of runs of fn, the last run's result)``, each run synchronised with the device."""
-    times, result = [], None
-    for _ in range(runs):
-        sync(device)
-        start = time.perf_counter()
-        result = fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times), 3), result
+def timed_with_result(fn, device: torch.device, runs: int = 3):
+    """``(median seconds of runs of fn rounded to ms, the last run's result)``, each run synchronised with the device."""
+    results = []
+    seconds = median_seconds(lambda: results.append(fn()), runs, sync=partial(sync, device), warmup=0)
+    return round(seconds, 3), results[-1]
 
 
 def generator_check(sizes: Sizes, device: torch.device) -> dict:
@@ -383,9 +381,9 @@ def generator_check(sizes: Sizes, device: torch.device) -> dict:
         scaler.update()
         losses.update(loss_d=loss_d.item(), loss_g=loss_g.item())
 
-    step_s, _ = median_seconds(step, device)
+    step_s, _ = timed_with_result(step, device)
     learned = LearnedSynthesis(generator, [2], amp=amp)  # freezes the generator: after its training steps
-    repaint_s, _ = median_seconds(lambda: learned(engine, label, healthy, healthy_label), device)
+    repaint_s, _ = timed_with_result(lambda: learned(engine, label, healthy, healthy_label), device)
     if not all(math.isfinite(v) for v in losses.values()):
         raise RuntimeError(f"non-finite generator losses {losses}")
     return {"generator_step_s_median": step_s, "batch_s_median": repaint_s, "amp": amp,
@@ -426,9 +424,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = get_args_parser().parse_args(argv)
     from labelfree.io.atomic import write_json_atomic, write_text_atomic
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but no GPU is visible; use --device cpu for the dry run")
-    device = torch.device(args.device)
+    from labelfree.runtime.distributed import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e} (--device cpu is the dry run)") from None
     sizes = FULL if device.type == "cuda" else TINY
     if args.steps is not None:
         sizes = dataclasses.replace(sizes, steps=args.steps)

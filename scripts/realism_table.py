@@ -3,74 +3,12 @@
     python scripts/realism_table.py ellipsoid=results/realism/liver_2mm_ellipsoid \\
         growth=results/realism/liver_2mm_growth --out results/realism/liver_2mm.md
 
-Each column is one run of ``python -m tumor_synthesis.realism`` (name=folder); the first
-column is the real lesions of the first run (the runs should share their real datalist).
-Cells: synthetic median [10 %, 90 %] and the Wasserstein-1 distance divided by the real
-10-90 % spread (W1n, smaller is closer); last rows: lesion counts and the machine Turing test.
+The table is described in :mod:`labelfree.apps.realism.table`.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-from pathlib import Path
 
-
-def _num(x: float) -> str:
-    return f"{x:.3g}"
-
-
-def _cell(stats: dict) -> str:
-    return f"{_num(stats['median'])} [{_num(stats['p10'])}, {_num(stats['p90'])}]"
-
-
-def table(runs: dict[str, dict]) -> str:
-    names = list(runs)
-    first = runs[names[0]]
-    real_counts = {r["counts"]["real_lesions"] for r in runs.values()}
-    if len(real_counts) != 1:
-        raise ValueError(f"the runs measured different real lesions ({sorted(real_counts)}): not comparable")
-    lines = ["| statistic | real | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
-    for key, stat in first["statistics"].items():
-        cells = [f"{_cell(r['statistics'][key]['synthetic'])} W1n {r['statistics'][key]['w1_norm']:.2f}"
-                 for r in runs.values()]
-        lines.append(f"| {key} ({stat['unit']}) | {_cell(stat['real'])} | " + " | ".join(cells) + " |")
-    lines.append(f"| lesions | {first['counts']['real_lesions']} | "
-                 + " | ".join(str(r["counts"]["synthetic_lesions"]) for r in runs.values()) + " |")
-    aucs = []
-    for r in runs.values():
-        folds = ", ".join(f"{a:.2g}" for a in r["turing_test"].get("auc_folds") or [])
-        aucs.append("-" if r["auc"] is None else f"{r['auc']:.2f} +- {r['auc_std']:.2f} ({folds})")
-    lines.append("| machine Turing test AUC (mean +- SD over folds) | - | " + " | ".join(aucs) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", metavar="NAME=FOLDER", help="a realism output folder and its column name")
-    parser.add_argument("--out", default=None, help="write the table here too (markdown)")
-    args = parser.parse_args(argv)
-    runs = {}
-    for spec in args.runs:
-        name, sep, folder = spec.partition("=")
-        path = Path(folder) / "realism.json"
-        if not sep or not path.is_file():
-            print(f"error: {spec}: expected NAME=FOLDER with FOLDER/realism.json", file=sys.stderr)
-            return 2
-        runs[name] = json.loads(path.read_text())
-    try:
-        text = table(runs)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(text, end="")
-    if args.out:
-        from labelfree.io.atomic import write_text_atomic
-
-        write_text_atomic(args.out, text)
-    return 0
-
+from labelfree.apps.realism.table import main
 
 if __name__ == "__main__":
     sys.exit(main())

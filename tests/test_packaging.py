@@ -60,12 +60,56 @@ def test_the_installed_package_has_no_generic_top_level_names(installed):
     assert tops == {"labelfree", "tumor_synthesis"}
 
 
+@pytest.mark.slow
 def test_tumor_generated_imports_from_the_installed_package(installed, tmp_path):
     code = ("import tumor_synthesis, labelfree; from tumor_synthesis import TumorGenerated; "
             "print(tumor_synthesis.__file__); print(labelfree.__file__)")
     result = _run_outside(installed, ["-c", code], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert all(line.startswith(str(installed)) for line in result.stdout.split())
+
+
+#: Leaves out this environment's editable install of the project (a meta-path finder that would
+#: find ``labelfree`` anywhere), so that only the copy on PYTHONPATH is importable.
+WITHOUT_EDITABLE = """
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+"""
+
+ENGINE_ALONE = WITHOUT_EDITABLE + """
+import numpy as np, importlib.util
+assert importlib.util.find_spec("labelfree") is None, "labelfree is importable"
+from tumor_synthesis import TumorGenerated
+image = np.full((1, 48, 48, 40), 100.0, dtype=np.float32)
+label = np.zeros((1, 48, 48, 40), dtype=np.uint8)
+label[0, 8:40, 8:40, 6:34] = 1
+t = TumorGenerated(keys=["image", "label"], prob=1.0, tumor_prob=[0, 0, 1, 0, 0]).set_random_state(0)
+out = t({"image": image, "label": label})
+tumor = np.asarray(out["label"])[0] == 2
+changed = np.asarray(out["image"])[0] != image[0]
+assert tumor.any(), "no tumor painted"
+assert not (changed & (label[0] == 0)).any(), "voxels outside the organ changed"
+print(int(tumor.sum()))
+"""
+
+
+@pytest.mark.slow
+def test_the_engine_works_installed_without_the_framework(installed, tmp_path):
+    """``tumor_synthesis`` alone (the framework's folder removed from the installed copy) paints tumors,
+    and its ``python -m`` tool names say in one line that the framework is missing."""
+    import shutil
+
+    alone = tmp_path / "site"
+    shutil.copytree(installed / "tumor_synthesis", alone / "tumor_synthesis")
+    result = _run_outside(alone, ["-c", ENGINE_ALONE], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert int(result.stdout.split()[-1]) > 0
+    dispatch = WITHOUT_EDITABLE + "import runpy; sys.argv = ['x', '--help']; runpy.run_module('tumor_synthesis.realism', run_name='__main__')"
+    tool = _run_outside(alone, ["-c", dispatch], tmp_path)
+    assert tool.returncode != 0
+    assert tool.stderr.strip().splitlines() == [
+        "error: labelfree.apps.realism.cli is part of the labelfree framework, which is not installed "
+        "(pip install labelfree-tumor, or run from a clone of the project)"]
 
 
 HELP_ALL = """
@@ -88,6 +132,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow
 def test_every_console_script_answers_help_from_another_directory(installed, tmp_path):
     import json
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import re
 import subprocess
 import sys
@@ -16,6 +17,7 @@ def _example() -> str:
     return re.search(r"```python\n(.*?)```", text[marker:], re.S).group(1)
 
 
+@pytest.mark.slow
 def test_readme_pipeline_example_paints_synthetic_tumors(tmp_path, phantom_root):
     code = _example()
     assert 'root = Path("data/phantom")' in code

@@ -1,16 +1,19 @@
-"""The synthesis engine: paints the tumors of one sample into a healthy (H, W, D) volume.
+"""The ellipsoid model's engine: paints the tumors of one sample into one organ of a healthy (H, W, D) volume.
 
-Order of work, all driven by one ``numpy.random.Generator``:
+Order of work in :func:`synthesize_tumors`, all driven by one ``numpy.random.Generator``, one
+function per step:
 
-1. the organ's working box (:func:`placement.scan_label`), or nothing when the label
-   already holds a tumor;
-2. the tumors of the drawn type (:func:`sizes.sample_tumor_specs`), one texture and one
-   set of intensity parameters for the whole sample;
-3. for each tumor a deformed shape (:func:`shape.tumor_shape`) and a centre
-   (:class:`placement.CenterSampler`);
+1. the organ's crop (:func:`_organ_crop`, via :func:`placement.scan_label`), or nothing when
+   the label already holds a tumor;
+2. the sample-wide draws (:func:`_draw_sample`): the tumors of the drawn type
+   (:func:`sizes.sample_tumor_specs`), one texture and one set of intensity parameters;
+3. the working box (:func:`_working_box`), then for each tumor a deformed shape
+   (:func:`shape.tumor_shape`) and a centre (:func:`_center_sampler`,
+   :class:`placement.CenterSampler`): :func:`_place_tumors`;
 4. tumors whose blurred footprints touch are grouped into clusters; per cluster the union
-   of the masks is clipped to the organ, blurred, textured and subtracted from the image
-   (:mod:`intensity`, :mod:`texture`), and its voxels become tumor in the label.
+   of the masks is clipped to the organ (:func:`_cluster_mask`), blurred, textured and
+   subtracted from the image, and its voxels become tumor in the label
+   (:func:`_paint_cluster`, :func:`_intensity_change`; :mod:`intensity`, :mod:`texture`).
 
 Nothing outside the clusters is touched, so the cost follows the tumors, not the organ.
 
@@ -135,17 +138,68 @@ def synthesize_tumors(
             f"image and label must be (H, W, D) arrays of one shape, got {image.shape} and {label.shape}"
         )
     spacing = tuple(float(s) for s in spacing)
-    if shared_label:
-        if (label == profile.tumor_label).any():
-            return None
-        _, crop = scan_label((label == profile.organ_label).view(np.uint8), 1)
-    else:
-        _, crop = scan_label(label, profile.organ_label)
+    crop = _organ_crop(label, profile, shared_label)
     if crop is None:
         return None
     if not inplace:
         image, label = image.copy(), label.copy()
 
+    draw = _draw_sample(rng, tumor_type, profile)
+    sigma_vox = blur_sigma_vox(draw.intensity.blur_sigma_mm, spacing)
+    blur_radius = np.array(blur_radius_vox(sigma_vox))
+    work = _working_box(crop, label, image, profile, draw.specs, draw.unclipped, spacing, blur_radius)
+    sampler = _center_sampler(crop, profile, spacing)
+    pieces, placed = _place_tumors(draw.specs, draw.unclipped, crop, work, sampler, spacing, rng,
+                                   profile.centered_sizes)
+    image_work = image[work.slices]
+    brush = _Brush(
+        profile=profile,
+        spacing=spacing,
+        sigma_vox=sigma_vox,
+        texture=draw.texture,
+        intensity=draw.intensity,
+        organ_hu=_organ_statistics(image_work, work.organ) if any(p.unclipped for p in pieces) else None,
+        label_visible_edge=label_visible_edge,
+    )
+    rim = _ball(profile.surface_rim_mm, spacing) if profile.surface_rim_mm > 0 else None
+    # Tumors whose blurred footprints overlap are painted together: the blur acts on the
+    # union of their masks, and nothing outside these boxes changes.
+    for lo, hi, members in merge_boxes(_blur_boxes(pieces, blur_radius, work.organ.shape)):
+        cluster = [pieces[k] for k in members]
+        union, exophytic = _cluster_mask(cluster, lo, hi, work, label, profile, rim)
+        if union.any():
+            box = tuple(slice(a, b) for a, b in zip(lo, hi))
+            _paint_cluster(image_work[box], label[work.slices][box], union, work.organ[box], exophytic, brush, rng)
+
+    plan = SynthesisPlan(tumor_type, tuple(placed), draw.texture, draw.intensity, spacing)
+    return SynthesisResult(image, label, plan)
+
+
+def _organ_crop(label: np.ndarray, profile: OrganProfile, shared_label: bool):
+    """The organ's crop (:func:`placement.scan_label`), or None when the sample is skipped.
+
+    Skipped when the label already holds a tumor (a value above the organ label; with
+    ``shared_label`` the organ's own tumor label) or the organ is absent or too thin.
+    """
+    if shared_label:
+        if (label == profile.tumor_label).any():
+            return None
+        return scan_label((label == profile.organ_label).view(np.uint8), 1)[1]
+    return scan_label(label, profile.organ_label)[1]
+
+
+@dataclass(frozen=True)
+class _SampleDraw:
+    """The sample-wide draws: the tumors' sizes, one texture and one intensity for all of them."""
+
+    specs: list[TumorSpec]
+    texture: TextureParams
+    intensity: IntensityParams
+    unclipped: list[bool]
+
+
+def _draw_sample(rng: np.random.Generator, tumor_type: str, profile: OrganProfile) -> _SampleDraw:
+    """Draw, in this order (the order of the random stream): sizes, texture, intensity, exophytic tumors."""
     specs = sample_tumor_specs(rng, tumor_type)
     texture = sample_texture_params(rng, profile.texture)
     if profile.intensity_model == "target":
@@ -155,67 +209,98 @@ def synthesize_tumors(
     unclipped = [
         spec.size in profile.exophytic_sizes and bool(rng.random() < profile.exophytic_probability) for spec in specs
     ]
+    return _SampleDraw(specs, texture, intensity, unclipped)
+
+
+def _center_sampler(crop, profile: OrganProfile, spacing) -> CenterSampler:
+    """Tumor centres in the profile's z band of the organ, in-plane eroded by ``erosion_radius_mm``."""
     erosion = tuple(int(round(profile.erosion_radius_mm / s)) for s in spacing[:2])
-    sampler = CenterSampler(crop, profile.placement_band, erosion, profile.erosion_border_is_organ)
+    return CenterSampler(crop, profile.placement_band, erosion, profile.erosion_border_is_organ)
 
-    sigma_vox = blur_sigma_vox(intensity.blur_sigma_mm, spacing)
-    blur_radius = np.array(blur_radius_vox(sigma_vox))
-    work = _working_box(crop, label, image, profile, specs, unclipped, spacing, blur_radius)
-    pieces, placed = _place_tumors(specs, unclipped, crop, work, sampler, spacing, rng, profile.centered_sizes)
-    boxes = _blur_boxes(pieces, blur_radius, work.organ.shape)
-    rim = _ball(profile.surface_rim_mm, spacing) if profile.surface_rim_mm > 0 else None
-    image_work, label_work = image[work.slices], label[work.slices]
-    organ_hu = _organ_statistics(image_work, work.organ) if any(p.unclipped for p in pieces) else None
-    # Tumors whose blurred footprints overlap are painted together: the blur acts on the
-    # union of their masks, and nothing outside these boxes changes.
-    for lo, hi, members in merge_boxes(boxes):
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        organ = work.organ[box]
-        union = np.zeros(tuple(hi - lo), dtype=bool)
-        exophytic = False
-        for piece in (pieces[k] for k in members):
-            at = tuple(slice(a, a + n) for a, n in zip(piece.start - lo, piece.mask.shape))
-            if piece.unclipped:
-                exophytic = True
-                union[at] |= piece.mask & (organ[at] | work.outside[box][at])
-            elif rim is None:
-                union[at] |= piece.mask & organ[at]
-            else:
-                start = work.start + piece.start
-                inner = _eroded_organ(label, profile, start, start + piece.mask.shape, rim)
-                union[at] |= piece.mask & organ[at] & inner
-        if exophytic:
-            union = _touching_organ(union, organ)
-        if not union.any():
-            continue
-        image_box = image_work[box]
-        change = soft_mask(union, sigma_vox)
-        if label_visible_edge is not None:
-            # Taken before the texture scales the change in place: the edge is the mask's own.
-            union = union | (organ & (change >= np.float32(label_visible_edge)))
-        tex = texture_field(change.shape, spacing, texture, rng)
-        if profile.intensity_model == "target":
-            change = target_change(change, tex, image_box, intensity.target_hu, profile.target_jitter_hu)
-            paint = organ
-        elif exophytic:
-            outside = union & ~organ
-            # Outside the organ the tumor starts from the organ's intensity (median, and
-            # the organ's voxel noise), not from the fat it replaces.
-            baseline = np.zeros(union.shape, dtype=np.float32)
-            n_outside = int(np.count_nonzero(outside))
-            organ_like = rng.normal(organ_hu[0], organ_hu[1], n_outside).astype(np.float32)
-            baseline[outside] = organ_like - image_box[outside].astype(np.float32)
-            change = change * (tex * np.float32(intensity.sign * intensity.difference_hu) + baseline)
-            paint = organ | outside
+
+@dataclass(frozen=True)
+class _Brush:
+    """What every tumor cluster of one sample is painted with.
+
+    Attributes:
+        profile: the organ profile.
+        spacing: voxel size (mm).
+        sigma_vox: edge blur sigma per axis (voxels).
+        texture: the sample's texture parameters.
+        intensity: the sample's intensity parameters.
+        organ_hu: the organ's median HU and voxel noise (HU), for exophytic tumors (else None).
+        label_visible_edge: see :func:`synthesize_tumors`.
+    """
+
+    profile: OrganProfile
+    spacing: tuple[float, float, float]
+    sigma_vox: tuple[float, float, float]
+    texture: TextureParams
+    intensity: IntensityParams
+    organ_hu: tuple[float, float] | None
+    label_visible_edge: float | None
+
+
+def _cluster_mask(cluster, lo, hi, work, label, profile: OrganProfile, rim) -> tuple[np.ndarray, bool]:
+    """The union of a cluster's tumor masks over the box [lo, hi) of the working box, clipped, and whether exophytic.
+
+    Clipped tumors are clipped to the organ (eroded by ``rim`` when set); exophytic ones may
+    also take the allowed voxels outside it, and keep only their components touching it.
+    """
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    organ = work.organ[box]
+    union = np.zeros(tuple(hi - lo), dtype=bool)
+    exophytic = False
+    for piece in cluster:
+        at = tuple(slice(a, a + n) for a, n in zip(piece.start - lo, piece.mask.shape))
+        if piece.unclipped:
+            exophytic = True
+            union[at] |= piece.mask & (organ[at] | work.outside[box][at])
+        elif rim is None:
+            union[at] |= piece.mask & organ[at]
         else:
-            change *= tex
-            change *= np.float32(intensity.sign * intensity.difference_hu)
-            paint = organ
-        apply_change(image_box, paint, change)
-        label_work[box][union] = profile.tumor_label
+            start = work.start + piece.start
+            inner = _eroded_organ(label, profile, start, start + piece.mask.shape, rim)
+            union[at] |= piece.mask & organ[at] & inner
+    if exophytic:
+        union = _touching_organ(union, organ)
+    return union, exophytic
 
-    plan = SynthesisPlan(tumor_type, tuple(placed), texture, intensity, spacing)
-    return SynthesisResult(image, label, plan)
+
+def _paint_cluster(image_box, label_box, union, organ, exophytic: bool, brush: _Brush, rng) -> None:
+    """Paint one cluster in place: the blurred, textured HU change into the image, its voxels into the label."""
+    change = soft_mask(union, brush.sigma_vox)
+    if brush.label_visible_edge is not None:
+        # Taken before the texture scales the change in place: the edge is the mask's own.
+        union = union | (organ & (change >= np.float32(brush.label_visible_edge)))
+    tex = texture_field(change.shape, brush.spacing, brush.texture, rng)
+    change, paint = _intensity_change(change, tex, image_box, union, organ, exophytic, brush, rng)
+    apply_change(image_box, paint, change)
+    label_box[union] = brush.profile.tumor_label
+
+
+def _intensity_change(change, tex, image_box, union, organ, exophytic: bool, brush: _Brush, rng):
+    """The HU change (from the soft mask ``change`` and texture ``tex``) and the voxels it may touch.
+
+    "target" model: towards the lesion's target HU, organ only. Exophytic tumors: outside
+    the organ the change starts from an organ-like baseline (the organ's median and voxel
+    noise), not from the fat the tumor replaces. Otherwise: ``sign * difference * texture``
+    times the soft mask, organ only.
+    """
+    intensity = brush.intensity
+    if brush.profile.intensity_model == "target":
+        return target_change(change, tex, image_box, intensity.target_hu, brush.profile.target_jitter_hu), organ
+    if exophytic:
+        outside = union & ~organ
+        baseline = np.zeros(union.shape, dtype=np.float32)
+        n_outside = int(np.count_nonzero(outside))
+        organ_like = rng.normal(brush.organ_hu[0], brush.organ_hu[1], n_outside).astype(np.float32)
+        baseline[outside] = organ_like - image_box[outside].astype(np.float32)
+        change = change * (tex * np.float32(intensity.sign * intensity.difference_hu) + baseline)
+        return change, organ | outside
+    change *= tex
+    change *= np.float32(intensity.sign * intensity.difference_hu)
+    return change, organ
 
 
 @dataclass(frozen=True)

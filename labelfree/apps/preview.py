@@ -27,6 +27,7 @@ from scipy import ndimage
 from tumor_synthesis.organs import OrganProfile, available_organs, get_organ_profile
 from tumor_synthesis.transform import TumorGenerated
 from labelfree.io.atomic import atomic_path
+from labelfree.runtime.cli_errors import exits_on
 
 
 #: Half width (mm) of the zoomed view around the largest tumor.
@@ -257,22 +258,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exits_on(PreviewError, ValueError)
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    try:
-        if args.tumor_type is None:
-            types = get_organ_profile(args.organ).tumor_types
-            args.tumor_type = "mix" if "mix" in types else types[-1]
-        before = load_case(args.image, args.label, args.spacing)
-        after = paint(before, args.tumor_type, args.seed, args.organ, args.syn_rim_mm)
-        summary = render_preview(before, after, Path(args.out), args.tumor_type, args.seed, args.organ)
-        print(f"wrote {args.out}: {summary}")
-        if args.montage:
-            render_montage(before, Path(args.montage), args.seed, args.organ, args.syn_rim_mm)
-            print(f"wrote {args.montage}")
-    except (PreviewError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.tumor_type is None:
+        types = get_organ_profile(args.organ).tumor_types
+        args.tumor_type = "mix" if "mix" in types else types[-1]
+    before = load_case(args.image, args.label, args.spacing)
+    after = paint(before, args.tumor_type, args.seed, args.organ, args.syn_rim_mm)
+    summary = render_preview(before, after, Path(args.out), args.tumor_type, args.seed, args.organ)
+    print(f"wrote {args.out}: {summary}")
+    if args.montage:
+        render_montage(before, Path(args.montage), args.seed, args.organ, args.syn_rim_mm)
+        print(f"wrote {args.montage}")
     return 0
 
 

@@ -23,6 +23,7 @@ from typing import Sequence
 from labelfree.data.checks import SPLITS, check_datalist, declared_labels, format_problems, format_table
 from labelfree.data.datalist import DatalistError
 from labelfree.io.atomic import write_json_atomic
+from labelfree.runtime.cli_errors import exits_on
 
 DEFAULT_ALLOWED = (0, 1, 2)
 
@@ -55,20 +56,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# An unreadable datalist is "a problem found" here (exit status 1, as documented), not a usage error.
+@exits_on(DatalistError, code=1)
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     splits = SPLITS if args.split == "both" else (args.split,)
-    try:
-        allowed = args.allowed_labels or declared_labels(args.json_dir) or DEFAULT_ALLOWED
-        print(f"allowed label values: {','.join(map(str, allowed))}; organ label: "
-              f"{','.join(map(str, args.organ_label))}")
-        results, warnings = check_datalist(
-            args.json_dir, args.train_dir, args.val_dir, splits=splits, allowed_labels=allowed,
-            organ_labels=args.organ_label, workers=max(1, args.workers), progress=True,
-        )
-    except DatalistError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    allowed = args.allowed_labels or declared_labels(args.json_dir) or DEFAULT_ALLOWED
+    print(f"allowed label values: {','.join(map(str, allowed))}; organ label: "
+          f"{','.join(map(str, args.organ_label))}")
+    results, warnings = check_datalist(
+        args.json_dir, args.train_dir, args.val_dir, splits=splits, allowed_labels=allowed,
+        organ_labels=args.organ_label, workers=max(1, args.workers), progress=True,
+    )
 
     print(format_table(results))
     problems_text = format_problems(results)

@@ -27,6 +27,7 @@ from labelfree.evaluation import report
 from labelfree.evaluation.scoring import score_cases
 from labelfree.data.labels import LabelError
 from labelfree.config.settings import DEFAULTS, RunSettings, SettingsError
+from labelfree.runtime.cli_errors import exits_on
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -60,35 +61,32 @@ def recorded_settings(out_dir: Path) -> dict:
         return {}
 
 
+@exits_on(DatalistError, LabelError, SettingsError, ValueError)
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     pred_dir = Path(args.pred_dir)
     out_dir = Path(args.out) if args.out else pred_dir.parent
-    try:
-        if not pred_dir.is_dir():
-            raise DatalistError(f"--pred_dir {pred_dir}: not a folder")
-        if args.workers < 0:
-            raise DatalistError(f"--workers must be >= 0, got {args.workers}")
-        recorded = recorded_settings(pred_dir.parent)
-        organ = args.organ or recorded.get("organ") or DEFAULTS["organ"]
-        tolerance = args.nsd_tolerance if args.nsd_tolerance is not None else recorded.get("nsd_tolerance_mm", 2.0)
-        label_pairs = RunSettings.create(organ=organ).label_pairs
-        from labelfree.cli.validate import collect_cases
+    if not pred_dir.is_dir():
+        raise DatalistError(f"--pred_dir {pred_dir}: not a folder")
+    if args.workers < 0:
+        raise DatalistError(f"--workers must be >= 0, got {args.workers}")
+    recorded = recorded_settings(pred_dir.parent)
+    organ = args.organ or recorded.get("organ") or DEFAULTS["organ"]
+    tolerance = args.nsd_tolerance if args.nsd_tolerance is not None else recorded.get("nsd_tolerance_mm", 2.0)
+    label_pairs = RunSettings.create(organ=organ).label_pairs
+    from labelfree.cli.validate import collect_cases
 
-        cases = [c for c in collect_cases(argparse.Namespace(images=None, json_dir=args.json_dir,
-                                                             val_dir=args.val_dir)) if c.get("label")]
-        if not cases:
-            raise DatalistError(f"datalist {args.json_dir}: no validation case has a label to score against")
-        missing = [c["name"] for c in cases if not (pred_dir / f"{c['name']}.nii.gz").is_file()]
-        if missing:
-            raise DatalistError(f"{len(missing)} case(s) of {args.json_dir} have no prediction in {pred_dir}: "
-                                + ", ".join(missing))
-        start = time.perf_counter()
-        rows = score_cases(cases, pred_dir, label_pairs, tolerance, args.workers)
-        elapsed = time.perf_counter() - start
-    except (DatalistError, LabelError, SettingsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cases = [c for c in collect_cases(argparse.Namespace(images=None, json_dir=args.json_dir,
+                                                         val_dir=args.val_dir)) if c.get("label")]
+    if not cases:
+        raise DatalistError(f"datalist {args.json_dir}: no validation case has a label to score against")
+    missing = [c["name"] for c in cases if not (pred_dir / f"{c['name']}.nii.gz").is_file()]
+    if missing:
+        raise DatalistError(f"{len(missing)} case(s) of {args.json_dir} have no prediction in {pred_dir}: "
+                            + ", ".join(missing))
+    start = time.perf_counter()
+    rows = score_cases(cases, pred_dir, label_pairs, tolerance, args.workers)
+    elapsed = time.perf_counter() - start
     settings = {**recorded, "organ": organ, "nsd_tolerance_mm": tolerance}
     report.write_scores(rows, label_pairs, out_dir, settings)
     print(f"{len(rows)} case(s) scored in {elapsed:.1f} s with {max(args.workers, 1)} worker(s)")

@@ -22,18 +22,36 @@ from pathlib import Path
 import torch
 from monai.losses import DiceCELoss
 
-from labelfree.networks import check_model_args, load_swinvit_weights
-from labelfree.optimizers import OPTIMIZER_NAMES, SCHEDULE_NAMES, build_optimizer, build_scheduler
-from labelfree.io.checkpoint import CHECKPOINT_BEST, CHECKPOINT_FINAL
-from labelfree.training.quality_control import DEFAULT_THRESHOLD as DEFAULT_QC_THRESHOLD
-from labelfree.training.quality_control import SyntheticTumorQC, load_qc_segmentor
-from labelfree.config.settings import RunSettings, SettingsError
-from labelfree.training.trainer import Trainer, TrainerConfig
-from labelfree.inference.roi import add_roi_arguments, build_inferer
 from labelfree.config import flags as cli
-from labelfree.io.checkpoint import CheckpointError, load_checkpoint, load_model_weights
-from labelfree.data.loaders import build_train_dataset, build_train_loader, build_val_loader, with_case_index
+from labelfree.config.settings import RunSettings, SettingsError
+from labelfree.config.synthesis import check_synthesis_args
+from labelfree.data import preflight
 from labelfree.data.datalist import DatalistError, check_datalist_files, load_datalist
+from labelfree.data.loaders import (
+    build_train_dataset,
+    build_train_loader,
+    build_val_loader,
+    with_case_index,
+)
+from labelfree.data.transforms import get_transforms
+from labelfree.inference.roi import add_roi_arguments, build_inferer
+from labelfree.io.atomic import remove_stale_temp_files
+from labelfree.io.checkpoint import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_FINAL,
+    USES,
+    CheckpointError,
+    load_model_weights,
+)
+from labelfree.networks import check_model_args, load_swinvit_weights
+from labelfree.optimizers import (
+    OPTIMIZER_NAMES,
+    SCHEDULE_NAMES,
+    build_optimizer,
+    build_scheduler,
+)
+from labelfree.runtime import interrupt
+from labelfree.runtime.cli_errors import exits_on
 from labelfree.runtime.distributed import (
     DistContext,
     LaunchPlan,
@@ -46,11 +64,9 @@ from labelfree.runtime.distributed import (
     resolve_device,
 )
 from labelfree.training.generator import load_learned_synthesis, read_generator
-from labelfree.config.synthesis import check_synthesis_args
-from labelfree.data.transforms import get_transforms
-from labelfree.runtime import interrupt
-from labelfree.data import preflight
-from labelfree.io.atomic import remove_stale_temp_files
+from labelfree.training.quality_control import DEFAULT_THRESHOLD as DEFAULT_QC_THRESHOLD
+from labelfree.training.quality_control import SyntheticTumorQC, load_qc_segmentor
+from labelfree.training.trainer import Trainer, TrainerConfig
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -172,19 +188,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 @interrupt.exits_cleanly
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
-    try:
-        device = resolve_device(args.device)
-        settings = complete_args(args, device)
-        datalists = load_datalists(args)
-        args.resume = resolve_resume(args)
-        # Weight files, then every case's header and content: all before any caching or logdir file.
-        preflight.check_training_checkpoints(args)
-        datalists = preflight.screen_training_cases(args, datalists)
-    except (DatalistError, CheckpointError, SettingsError, ValueError, RuntimeError, ImportError) as e:
-        # Every rank checks the same files; one message is enough.
-        if env_rank() == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    device, settings, datalists = prepare(args)
     if env_rank() == 0:
         remove_stale_temp_files(args.logdir)  # of atomic writes a SIGKILL interrupted
     plan = plan_launch(args.distributed, device.type, args.world_size, args.rank, args.dist_url)
@@ -193,6 +197,20 @@ def main(argv: list[str] | None = None) -> None:
     launch(main_worker, plan, args, settings, datalists, device)
 
 
+@exits_on(DatalistError, CheckpointError, SettingsError, ValueError, RuntimeError, ImportError)
+def prepare(args: argparse.Namespace) -> tuple[torch.device, RunSettings, dict[str, list[dict]]]:
+    """Every check of the command line and its files, before any caching or file in the logdir."""
+    device = resolve_device(args.device)
+    settings = complete_args(args, device)
+    datalists = load_datalists(args)
+    args.resume = resolve_resume(args)
+    # Weight files, then every case's header and content.
+    preflight.check_training_checkpoints(args)
+    datalists = preflight.screen_training_cases(args, datalists)
+    return device, settings, datalists
+
+
+@exits_on(CheckpointError)
 def main_worker(local_rank: int, plan: LaunchPlan, args: argparse.Namespace, settings: RunSettings,
                 datalists: dict, device) -> float:
     ctx = init_distributed(plan, local_rank, device, args.dist_backend)
@@ -201,9 +219,6 @@ def main_worker(local_rank: int, plan: LaunchPlan, args: argparse.Namespace, set
                 + ("mixed precision (AMP)" if amp else "fp32" + (" (CPU has no AMP)" if device.type == "cpu" else "")))
     try:
         return train(args, settings, datalists, ctx, amp)
-    except CheckpointError as e:
-        print0(ctx, f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
     except interrupt.TrainingStopped as e:  # Ctrl-C / SIGTERM, non-finite loss
         print0(ctx, e.message(args.logdir, args.save_checkpoint, CHECKPOINT_FINAL), file=sys.stderr)
         raise SystemExit(e.exit_code) from None
@@ -253,29 +268,9 @@ def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx:
         ),
     )
     if args.resume:
-        checkpoint = load_checkpoint(args.resume)
-        warn_changed_flags(checkpoint.get("args") or {}, args, ctx)
-        trainer.restore(checkpoint)
-        print0(ctx, f"resumed from {args.resume}: continuing at epoch {trainer.start_epoch}")
+        trainer.resume(args.resume, USES["resume"], vars(args))
     with interrupt.training_phase():
         return trainer.run_training()
-
-
-#: Flags whose change makes a resumed run differ from the interrupted one.
-RESUME_SENSITIVE_FLAGS = ("max_epochs", "warmup_epochs", "lrschedule", "optim_name", "optim_lr", "reg_weight",
-                          "batch_size", "model_name", "swin_type", "syn", "syn_rim_mm", "syn_label_edge", "syn_qc",
-                          "syn_qc_threshold", "organ", "json_dir", "seed", "synthesis", "syn_grid_mm",
-                          "syn_generator")
-
-
-def warn_changed_flags(saved: dict, args: argparse.Namespace, ctx: DistContext) -> None:
-    """Say which flags differ from the checkpoint's run (optimizer and schedule state come from the checkpoint)."""
-    changed = [f"--{k} {saved[k]!r} -> {getattr(args, k)!r}" for k in RESUME_SENSITIVE_FLAGS
-               if k in saved and saved[k] != getattr(args, k)]
-    if changed:
-        print0(ctx, "note: resuming with flags that differ from the checkpoint's run (the optimizer and learning-rate "
-                    "schedule state, including base LR and schedule length, come from the checkpoint): "
-                    + ", ".join(changed))
 
 
 def complete_args(args: argparse.Namespace, device: torch.device) -> RunSettings:

@@ -38,6 +38,7 @@ import labelfree.config.flags
 from labelfree.io.checkpoint import CHECKPOINT_BEST, CheckpointError, load_checkpoint
 from labelfree.inference import roi as roi_inference
 from labelfree.data.datalist import DatalistError, check_datalist_files, load_datalist
+from labelfree.runtime.cli_errors import exits_on
 from labelfree.runtime.distributed import resolve_device
 from labelfree.evaluation import report
 from labelfree.inference.predictor import Predictor, load_model
@@ -136,7 +137,8 @@ SETTING_FLAGS = ("model", "swin_type", "feature_size", "num_classes", "organ", "
                  "space_x", "space_y", "space_z", "roi_x", "roi_y", "roi_z")
 
 
-def resolve_settings(args: argparse.Namespace, checkpoint: dict | None) -> tuple[RunSettings, dict[str, str]]:
+def resolve_settings(args: argparse.Namespace, checkpoint: dict | None,
+                     path: Path | None = None) -> tuple[RunSettings, dict[str, str]]:
     """The run settings: the checkpoint's, with the flags given on top (a note for each override).
 
     Returns:
@@ -146,7 +148,8 @@ def resolve_settings(args: argparse.Namespace, checkpoint: dict | None) -> tuple
         UsageError: a flag contradicts the trained network or its label convention.
     """
     try:
-        settings, sources, notes = RunSettings.for_evaluation({k: getattr(args, k) for k in SETTING_FLAGS}, checkpoint)
+        settings, sources, notes = RunSettings.for_evaluation({k: getattr(args, k) for k in SETTING_FLAGS}, checkpoint,
+                                                              path)
     except SettingsError as e:
         raise UsageError(str(e)) from None
     for note in notes:
@@ -236,7 +239,7 @@ def main(args: argparse.Namespace) -> dict | None:
     checkpoint_path = resolve_checkpoint_path(args)
     cases = collect_cases(args)  # every input problem surfaces before the network loads
     checkpoint = load_checkpoint(checkpoint_path)
-    settings, sources = resolve_settings(args, checkpoint)
+    settings, sources = resolve_settings(args, checkpoint, checkpoint_path)
     # Every case's header and content (NaN, label values of the organ convention), before any prediction.
     cases = preflight.screen_evaluation_cases(cases, settings.organ, settings.num_classes, args.skip_bad_cases,
                                               args.workers)
@@ -249,9 +252,7 @@ def main(args: argparse.Namespace) -> dict | None:
         model = settings.build_model()
     except (ValueError, ImportError) as e:  # no such GPU, a patch size the network cannot take, a missing package
         raise UsageError(str(e)) from e
-    flags = {"--model": settings.model.name, "--num_classes": settings.num_classes,
-             "--swin_type": settings.model.swin_type, "--feature_size": settings.model.feature_size}
-    load_model(model, checkpoint_path, flags, checkpoint)
+    load_model(model, checkpoint_path, settings.flat(), checkpoint)
 
     transforms = get_transforms("infer", **settings.preprocessing())
     predictor = Predictor(model, transforms, settings.roi, args.val_overlap,
@@ -285,13 +286,9 @@ def main(args: argparse.Namespace) -> dict | None:
     return report.write_scores(rows, settings.label_pairs, out_dir, run_settings)
 
 
+@exits_on(UsageError, DatalistError, CheckpointError, LabelError, ReaderError, ValueError)
 def cli(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
-    try:
-        main(args)
-    except (UsageError, DatalistError, CheckpointError, LabelError, ReaderError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    main(get_args_parser().parse_args(argv))
     return 0
 
 

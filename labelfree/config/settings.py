@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
+from labelfree.io.checkpoint import USES, check_fit
 from tumor_synthesis.organs import OrganProfile, get_organ_profile
 
 #: The default of each setting, shared by main.py, validation.py and the checkpoint reader.
@@ -28,10 +29,6 @@ DEFAULTS: dict[str, Any] = {
     "roi": 96,
 }
 
-#: Settings a flag may override at evaluation (preprocessing of the scan, not the weights).
-OVERRIDABLE = ("a_min", "a_max", "space_x", "space_y", "space_z", "roi_x", "roi_y", "roi_z")
-#: Settings fixed by the trained weights and their label convention.
-FIXED_BY_TRAINING = ("model", "swin_type", "feature_size", "num_classes", "organ")
 
 
 class SettingsError(ValueError):
@@ -106,6 +103,19 @@ class RunSettings:
         for key in ("window", "class_names", "spacing", "roi"):
             d[key] = list(d[key])
         return d
+
+    def flat(self) -> dict[str, Any]:
+        """The settings under the names of their flags (``organ, a_min, a_max, num_classes, model,
+        swin_type, feature_size, space_x.., roi_x..``), as a checkpoint's fit is checked
+        (``labelfree.io.checkpoint.check_fit``); ``feature_size`` is ``None`` when it follows
+        the Swin size."""
+        flat = {
+            "organ": self.organ, "a_min": self.window[0], "a_max": self.window[1], "num_classes": self.num_classes,
+            "model": self.model.name, "swin_type": self.model.swin_type, "feature_size": self.model.feature_size,
+        }
+        flat.update({f"space_{a}": s for a, s in zip("xyz", self.spacing)})
+        flat.update({f"roi_{a}": r for a, r in zip("xyz", self.roi)})
+        return flat
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunSettings":
@@ -186,49 +196,49 @@ class RunSettings:
 
     @classmethod
     def for_evaluation(
-        cls, flags: Mapping[str, Any], checkpoint: Mapping[str, Any] | None
+        cls, flags: Mapping[str, Any], checkpoint: Mapping[str, Any] | None, path: Any = None
     ) -> tuple["RunSettings", dict[str, str], list[str]]:
         """Settings of an evaluation: the checkpoint's, with the flags that were given on top.
+
+        What a flag may override and what it must not contradict is the ``"evaluation"`` use
+        of ``labelfree.io.checkpoint.USES``.
 
         Args:
             flags: ``validation.py``'s setting flags (``model, swin_type, feature_size,
                 num_classes, organ, a_min, a_max, space_x.., roi_x..``), ``None`` where not given.
             checkpoint: the loaded checkpoint (or ``None``).
+            path: its file, named in messages.
 
         Returns:
             ``(settings, sources, notes)``: where each value came from (``flag`` /
-            ``checkpoint`` / ``default``) and one line per flag that overrides the checkpoint.
+            ``checkpoint`` / ``default``) and one note line naming the flags that override
+            the checkpoint (or none).
 
         Raises:
             SettingsError: a flag contradicts the trained network or its label convention.
         """
+        use = USES["evaluation"]
         saved = cls.from_checkpoint(checkpoint or {})
-        saved_flat = _flat(saved) if saved is not None else {}
+        stored = {k: v for k, v in saved.flat().items() if v is not None} if saved is not None else {}
         if saved is not None and saved.model.feature_size is None and flags.get("feature_size") is not None:
             from labelfree.networks import SWIN_FEATURE_SIZES
 
-            saved_flat["feature_size"] = SWIN_FEATURE_SIZES.get(saved.model.swin_type)
-        contradictions, notes, sources, values = [], [], {}, {}
-        unet = (flags.get("model") or saved_flat.get("model") or DEFAULTS["model"]) == "unet"
-        for name in FIXED_BY_TRAINING + OVERRIDABLE:
-            given, stored = flags.get(name), saved_flat.get(name)
-            if unet and name in ("swin_type", "feature_size"):
-                stored = None  # a UNet has no Swin size: the flag is harmless there
-            if given is not None:
-                sources[name] = "flag"
-                values[name] = given
-                if stored is not None and _differs(given, stored):
-                    line = f"--{name} {given} does not match the checkpoint (trained with {stored})"
-                    (contradictions if name in FIXED_BY_TRAINING else notes).append(line)
-            elif stored is not None:
-                sources[name], values[name] = "checkpoint", stored
+            if saved.model.swin_type in SWIN_FEATURE_SIZES:
+                stored["feature_size"] = SWIN_FEATURE_SIZES[saved.model.swin_type]
+        given = {k: v for k, v in flags.items() if v is not None}
+        notes = check_fit(stored if saved is not None else None, path, use, given, error=SettingsError)
+        if (given.get("model") or stored.get("model") or DEFAULTS["model"]) == "unet":
+            # A UNet has no Swin size: neither the flag nor the checkpoint's value means anything.
+            stored.pop("swin_type", None)
+            stored.pop("feature_size", None)
+        sources, values = {}, {}
+        for name in use.refused + use.noted:
+            if name in given:
+                sources[name], values[name] = "flag", given[name]
+            elif name in stored:
+                sources[name], values[name] = "checkpoint", stored[name]
             else:
                 sources[name] = "default"
-        if contradictions:
-            raise SettingsError(
-                "flags contradict the checkpoint: " + "; ".join(contradictions)
-                + ". Leave them out to use the checkpoint's values."
-            )
         if saved is None or (values.get("organ") != saved.organ):
             # No stored window for this organ: the organ's own window unless given.
             for name in ("a_min", "a_max"):
@@ -244,24 +254,7 @@ class RunSettings:
             swin_type=values.get("swin_type", DEFAULTS["swin_type"]),
             feature_size=values.get("feature_size"),
         )
-        return settings, sources, [f"note: {line}; using the flag" for line in notes]
-
-
-def _flat(settings: RunSettings) -> dict[str, Any]:
-    flat = {
-        "organ": settings.organ, "a_min": settings.window[0], "a_max": settings.window[1],
-        "num_classes": settings.num_classes, "model": settings.model.name, "swin_type": settings.model.swin_type,
-        "feature_size": settings.model.feature_size,
-    }
-    flat.update({f"space_{a}": s for a, s in zip("xyz", settings.spacing)})
-    flat.update({f"roi_{a}": r for a, r in zip("xyz", settings.roi)})
-    return flat
-
-
-def _differs(given: Any, stored: Any) -> bool:
-    if isinstance(given, (int, float)) and isinstance(stored, (int, float)):
-        return abs(float(given) - float(stored)) > 1e-9
-    return str(given).lower() != str(stored).lower()
+        return settings, sources, notes
 
 
 def _is_convention_default(value: Any) -> bool:

@@ -6,7 +6,9 @@ fails when its data are decompressed, not when its header is read) and checks th
 
 * both files exist and load, and are 3D (or 4D with one channel);
 * the image holds no NaN or infinite value;
-* the label has the image's shape and affine (within :data:`AFFINE_TOLERANCE_MM`);
+* the label has the image's shape and affine (within :data:`labelfree.io.readers.GRID_TOLERANCE_MM`;
+  the rule and its messages are :func:`labelfree.data.case_geometry.grid_mismatch`, shared with
+  the pre-flight's header pass);
 * the label values are integers among the allowed ones;
 * the organ label is not empty.
 
@@ -28,12 +30,12 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from labelfree.data.case_geometry import grid_mismatch
 from labelfree.data.datalist import DatalistError, load_datalist, read_datalist_json
 from labelfree.data.labels import LabelError, as_integer_labels, label_value_counts
 from labelfree.io.formats import ReaderError, case_name, path_exists
 from labelfree.io.readers import read_volume
 
-AFFINE_TOLERANCE_MM = 1e-3
 SPLITS = ("training", "validation")
 
 
@@ -86,11 +88,10 @@ class CaseCheck:
 def check_case(
     image_path: str,
     label_path: str | None,
-    allowed_labels: Sequence[int] | None = (0, 1, 2),
-    organ_labels: Sequence[int] = (1,),
+    allowed_labels: Sequence[int] | None,
+    organ_labels: Sequence[int],
     split: str = "training",
     index: int = 0,
-    affine_tolerance_mm: float = AFFINE_TOLERANCE_MM,
     convention: str | None = None,
 ) -> CaseCheck:
     """Check one image/label pair; never raises for bad data, records problems instead.
@@ -98,11 +99,11 @@ def check_case(
     Args:
         image_path: CT image (NIfTI, NRRD, MetaImage or a DICOM folder; labelfree.io.readers).
         label_path: its label, or ``None`` (image-only entry: only the image is checked).
-        allowed_labels: label values allowed; ``None`` allows any integer value.
+        allowed_labels: label values allowed (the run's organ profile: 0 .. num_classes - 1);
+            ``None`` allows any integer value.
         organ_labels: value(s) that make up the organ; the organ must not be empty.
             Empty sequence: no organ check.
         split, index: where the entry comes from (for the report).
-        affine_tolerance_mm: largest allowed difference between the affines (mm).
         convention: words for the allowed values, added to their message (e.g. "the liver
             convention: 0 background, 1 liver, 2 tumor").
     """
@@ -120,14 +121,8 @@ def check_case(
     if label is None:
         return result
     if image is not None:
-        if tuple(label.shape) != tuple(image.shape):
-            result.problems.append(f"shape mismatch: image {tuple(image.shape)} vs label {tuple(label.shape)} "
-                                   f"({label_path})")
-        # Affines are RAS+ whatever the formats (labelfree.io.readers), so an .nrrd label of a
-        # DICOM image compares like two NIfTI files.
-        diff = affine_difference_mm(image.affine, label.affine)
-        if diff > affine_tolerance_mm:
-            result.problems.append(f"affine mismatch: image and label differ by up to {diff:.4g} mm ({label_path})")
+        # The grids of the volumes as read: for NRRD, MetaImage and DICOM the first look at them.
+        result.problems.extend(grid_mismatch(image, label, label_path))
     try:
         values = as_integer_labels(label.array, f"label {label_path}")
     except LabelError as e:
@@ -157,11 +152,6 @@ def count_non_finite(data: np.ndarray) -> int:
         return 0
     # Chunked along the last axis: a whole-volume boolean copy of a 512^2 x 900 CT is 236 MB.
     return int(sum(np.count_nonzero(~np.isfinite(data[..., z:z + 32])) for z in range(0, data.shape[-1] or 1, 32)))
-
-
-def affine_difference_mm(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest absolute difference between two 4x4 voxel-to-world affines (mm)."""
-    return float(np.max(np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))))
 
 
 def _load(path: str, what: str, problems: list[str], scaled: bool):
@@ -219,8 +209,9 @@ def check_datalist(
     train_dir: str | os.PathLike | None,
     val_dir: str | os.PathLike | None,
     splits: Iterable[str] = SPLITS,
-    allowed_labels: Sequence[int] | None = (0, 1, 2),
-    organ_labels: Sequence[int] = (1,),
+    *,
+    allowed_labels: Sequence[int] | None,
+    organ_labels: Sequence[int],
     workers: int = 1,
     progress: bool = False,
 ) -> tuple[list[CaseCheck], list[str]]:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-PATH_KEYS = ("image", "label")
+from labelfree.data.case_geometry import PATH_KEYS, case_geometry
 
 
 class DatalistError(ValueError):
@@ -70,31 +70,15 @@ def load_datalist(json_path: str | os.PathLike, split: str, base_dir: str | os.P
     return resolved
 
 
-def find_unreadable_files(items: Iterable[dict], keys: Sequence[str] = PATH_KEYS, load_header: bool = True) -> list[str]:
+def find_unreadable_files(items: Iterable[dict], keys: Sequence[str] = PATH_KEYS) -> list[str]:
     """List every problem with the files that ``items`` name, one line each.
 
     A file is a problem when it does not exist (a DICOM series: an empty folder), is not
-    in a supported format, or (``load_header``) is a NIfTI file whose header nibabel cannot
-    read. Reading only headers keeps this check fast for hundreds of cases; see
-    :func:`labelfree.io.readers.check_readable`.
+    in a supported format, or is a NIfTI file whose header nibabel cannot read. Only headers
+    are read (once per file: :func:`labelfree.data.case_geometry.case_geometry`, which the
+    pre-flight then reuses), so this stays fast for hundreds of cases.
     """
-    from labelfree.io.formats import path_exists
-    from labelfree.io.readers import check_readable
-
-    problems = []
-    for item in items:
-        for key in keys:
-            path = item.get(key)
-            if path is None:
-                continue
-            if not path_exists(path):
-                problems.append(f"{key} file missing: {path}")
-                continue
-            if load_header:
-                problem = check_readable(path)
-                if problem:
-                    problems.append(f"{key} file {problem}")
-    return problems
+    return [line for item in items for line in case_geometry(item, keys).file_problems()]
 
 
 def check_datalist_files(items: Iterable[dict], what: str = "datalist", keys: Sequence[str] = PATH_KEYS) -> None:

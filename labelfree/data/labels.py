@@ -28,9 +28,6 @@ import numpy as np
 
 from labelfree.io.formats import natural_key
 
-# Tumor/lesion values in both conventions (2 in single-organ and chest labels; 2, 4, 6 in
-# the multi-organ one). A converted label holding any of them is not a healthy case.
-TUMOR_VALUES = (2, 4, 6)
 
 # Folder of converted labels below the data root, as in the original project.
 CONVERTED_LABEL_DIR = "label"
@@ -40,6 +37,16 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def tumor_values() -> tuple[int, ...]:
+    """Tumor/lesion label values of every organ profile (2 in the single-organ and chest
+    conventions; 2, 4, 6 in the multi-organ one). A converted label holding any of them is not
+    a healthy case."""
+    # Imported here: tumor_synthesis brings MONAI and torch, which the label tools otherwise never need.
+    from tumor_synthesis.organs import available_organs, get_organ_profile
+
+    return tuple(sorted({m.tumor_label for organ in available_organs() for m in get_organ_profile(organ).members}))
 
 
 class LabelError(ValueError):

@@ -49,6 +49,7 @@ from labelfree.data.folds import (
     split_by_patient,
 )
 from labelfree.io.atomic import write_json_atomic
+from labelfree.io.readers import UnreadableError, read_volume
 from labelfree.data.labels import (
     CONVERTED_LABEL_DIR,
     LAYOUTS,
@@ -58,8 +59,7 @@ from labelfree.data.labels import (
     list_nifti_files,
     read_manifest,
 )
-
-TUMOR_LABEL = 2  # liver tumor / lung nodule in the single-organ convention
+from labelfree.runtime.cli_errors import exits_on
 
 
 @dataclass
@@ -99,23 +99,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exits_on(ValueError)
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
+    args = get_args_parser().parse_args(argv)
     root = Path(args.data_root)
     if not root.is_dir():
-        parser.exit(2, f"error: --data_root {root} is not a directory\n")
+        raise ValueError(f"--data_root {root} is not a directory")
     out_dir = Path(args.out_dir) if args.out_dir else root / "datafolds"
     patient_of = patient_of_image(args.patient_regex)
-    try:
-        if args.organ == "liver":
-            found = discover_liver(root, args.real_dataset)
-            datalists = build_liver_datalists(found, args.k, args.seed, patient_of, args.patient_regex)
-        else:
-            found = discover_lung(root)
-            datalists = build_lung_datalists(found)
-    except ValueError as e:
-        parser.exit(2, f"error: {e}\n")
+    if args.organ == "liver":
+        found = discover_liver(root, args.real_dataset)
+        datalists = build_liver_datalists(found, args.k, args.seed, patient_of, args.patient_regex)
+    else:
+        found = discover_lung(root)
+        datalists = build_lung_datalists(found)
 
     print(f"{root}: {len(found.healthy)} healthy case(s), {len(found.tumor)} tumor case(s)"
           + (f", {len(found.tumor_free_real)} tumor-free real case(s)" if found.tumor_free_real else ""))
@@ -204,7 +201,7 @@ def converted_cases(root: Path, organ: str, manifest: dict) -> tuple[list[dict],
             left_out.append(f"{label_rel}: image {image_rel} missing")
             continue
         if has_tumor is None and dataset == "lndb":
-            has_tumor = read_tumor_voxels(path) > 0
+            has_tumor = read_tumor_voxels(path, organ) > 0
         case = {"image": image_rel, "label": label_rel}
         if organ == "lung":
             case["has_tumor"] = bool(has_tumor)
@@ -244,15 +241,20 @@ def real_cases(root: Path, layout, manifest: dict) -> tuple[list[dict], list[dic
             left_out.append(f"{case['label']}: {record.get('reason', 'not converted')}")
         else:
             unknown.append((label, case))
+    # LiTS and MSD Task03 store 1 liver, 2 tumor: the liver profile's convention.
+    organ_label, tumor_label = single_organ_labels("liver")
     for label, case in tqdm(unknown, desc=f"reading {layout.name} labels", unit="case", disable=not unknown):
         try:
             counts = label_value_counts(read_label(label))
-        except Exception as e:  # a damaged file is reported, not fatal
+        except UnreadableError as e:  # a damaged file is reported, not fatal
+            left_out.append(f"{case['label']}: unreadable ({e.cause})")
+            continue
+        except Exception as e:  # not 3D, not integer labels
             left_out.append(f"{case['label']}: unreadable ({type(e).__name__}: {e})")
             continue
-        if counts.get(TUMOR_LABEL, 0):
+        if counts.get(tumor_label, 0):
             tumor.append(case)
-        elif counts.get(1, 0):
+        elif counts.get(organ_label, 0):
             tumor_free.append(case)
         else:
             left_out.append(f"{case['label']}: no liver voxel")
@@ -260,13 +262,21 @@ def real_cases(root: Path, layout, manifest: dict) -> tuple[list[dict], list[dic
 
 
 def read_label(path: Path) -> np.ndarray:
-    import nibabel as nib
+    """A label map as integers (any scan format, through ``labelfree.io.readers``)."""
+    return as_integer_labels(read_volume(path).array, str(path))
 
-    return as_integer_labels(np.asanyarray(nib.load(str(path)).dataobj), str(path))
+
+def single_organ_labels(organ: str) -> tuple[int, int]:
+    """(organ label, tumor label) of ``organ``'s single-organ convention (its organ profile)."""
+    from tumor_synthesis.organs import get_organ_profile
+
+    profile = get_organ_profile(organ)
+    return profile.organ_label, profile.tumor_label
 
 
-def read_tumor_voxels(path: Path) -> int:
-    return label_value_counts(read_label(path)).get(TUMOR_LABEL, 0)
+def read_tumor_voxels(path: Path, organ: str) -> int:
+    """Voxels of ``organ``'s tumor label in the label map ``path``."""
+    return label_value_counts(read_label(path)).get(single_organ_labels(organ)[1], 0)
 
 
 # --------------------------------------------------------------------------- datalists

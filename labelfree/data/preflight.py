@@ -4,9 +4,10 @@ A bad case must stop a run before its first step, with one message naming every 
 not three hours in with a MONAI traceback that names none (or, worse, let it train on NaN).
 Two passes, both before any training or inference work:
 
-1. **header pass**, every case, cheap (a NIfTI header read): files exist and open, 3D (or
-   4D with one channel), image and label of equal shape, affines equal within
-   :data:`~labelfree.data.checks.AFFINE_TOLERANCE_MM`;
+1. **header pass**, every case, cheap (a NIfTI header read, shared with the datalist check
+   through :func:`labelfree.data.case_geometry.case_geometry`: each header is read once):
+   files exist, are scans and open, 3D (or 4D with one channel), image and label of equal
+   shape, affines equal within :data:`labelfree.io.readers.GRID_TOLERANCE_MM`;
 2. **content pass**, every case whose header passed, in parallel worker processes, each
    file read (decompressed) once, completely: a truncated ``.nii.gz`` only fails here; no
    NaN/inf in the image; label values integers of the ``--organ`` label convention
@@ -30,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from labelfree.data.checks import AFFINE_TOLERANCE_MM, CaseCheck, affine_difference_mm, check_case
+from labelfree.data.case_geometry import case_geometry
+from labelfree.data.checks import CaseCheck, check_case
 from labelfree.data.datalist import DatalistError
 
 #: Splits whose labels must contain the organ (training learns the organ from them; tumor
@@ -78,45 +80,13 @@ def label_convention(organ: str, num_classes: int) -> LabelConvention:
 
 
 # ------------------------------------------------------------------------------ the passes
-def header_problems(image: str, label: str | None, tolerance_mm: float = AFFINE_TOLERANCE_MM) -> list[str]:
-    """Problems visible in the NIfTI headers alone (no voxel data read).
+def header_problems(entry: Mapping) -> list[str]:
+    """Problems visible in the headers alone (no voxel data read), one line each naming the file.
 
     Other formats (NRRD, MetaImage, DICOM series) have no cheap header read through the
     pipeline's reader: their shape and affine are checked by the content pass, which reads them.
     """
-    import nibabel as nib
-
-    from labelfree.io.formats import image_format, path_exists
-
-    problems: list[str] = []
-    headers = {}
-    for what, path in (("image", image), ("label", label)):
-        if path is None:
-            continue
-        if not path_exists(path):
-            problems.append(f"{what} file missing: {path}")
-            continue
-        if image_format(path) != "nifti":
-            continue
-        try:
-            img = nib.load(path)
-        except Exception as e:  # nibabel raises many types for a damaged header
-            problems.append(f"{what} file unreadable: {path} ({type(e).__name__}: {e})")
-            continue
-        shape = tuple(int(s) for s in img.shape)
-        if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
-            problems.append(f"{what} is not 3D: shape {shape} ({path})")
-            continue
-        headers[what] = (shape[:3], img.affine)
-    if len(headers) == 2:
-        (image_shape, image_affine), (label_shape, label_affine) = headers["image"], headers["label"]
-        if image_shape != label_shape:
-            problems.append(f"shape mismatch: image {image_shape} vs label {label_shape} ({label})")
-        else:
-            diff = affine_difference_mm(image_affine, label_affine)
-            if diff > tolerance_mm:
-                problems.append(f"affine mismatch: image and label differ by up to {diff:.4g} mm ({label})")
-    return problems
+    return case_geometry(entry).problems()
 
 
 @dataclass
@@ -156,14 +126,13 @@ def check_entries(
     for split, index, entry in entries:
         label = entry.get("label")
         problems = [] if label or split not in require_label else [f"{split} entry has no label: {entry['image']}"]
-        problems += header_problems(entry["image"], label)
+        problems += header_problems(entry)
         reports.append(CaseReport(split, index, entry, problems, []))
 
     todo = [r for r in reports if not r.problems]
     jobs = [
         (r.entry["image"], r.entry.get("label"), convention.allowed,
-         convention.organ_labels if r.split in ORGAN_REQUIRED_SPLITS else (), r.split, r.index,
-         AFFINE_TOLERANCE_MM, convention.words)
+         convention.organ_labels if r.split in ORGAN_REQUIRED_SPLITS else (), r.split, r.index, convention.words)
         for r in todo
     ]
     for report, check in zip(todo, _run_checks(jobs, workers)):

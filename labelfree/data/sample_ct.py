@@ -44,6 +44,7 @@ import numpy as np
 
 from labelfree.io.atomic import save_nifti_atomic, write_json_atomic
 from labelfree.io.readers import label_on_grid, read_geometry, read_volume
+from labelfree.runtime.cli_errors import exits_on
 
 TOTALSEG = ("totalsegmentator", "2.18.0")
 SLICERIO = ("slicerio", "1.4.0")
@@ -181,14 +182,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exits_on(FetchError, code=3)
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     cache = Path(args.cache) if args.cache else default_cache()
-    try:
-        source = extract(cache)
-    except FetchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+    source = extract(cache)
     datalists = build_root(source, Path(args.out))
     for organ, path in datalists.items():
         print(f"{organ}: {path} ({len(json.loads(Path(path).read_text())['validation'])} case(s))")

@@ -79,10 +79,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import zlib
-
 import numpy as np
-from nibabel.filebasedimages import ImageFileError
 
 from labelfree.io.atomic import atomic_path, save_nifti_atomic, write_json_atomic
 from labelfree.data.labels import (
@@ -91,9 +88,7 @@ from labelfree.data.labels import (
     LAYOUTS,
     MANIFEST_NAME,
     TOTALSEG_MAPS,
-    TUMOR_VALUES,
     DatasetLayout,
-    LabelError,
     as_integer_labels,
     extract_lung_mask,
     label_value_counts,
@@ -101,9 +96,11 @@ from labelfree.data.labels import (
     map_label_values,
     parse_label_map,
     read_manifest,
+    tumor_values,
 )
 from labelfree.io.formats import ReaderError, case_name, image_format, natural_key
-from labelfree.io.readers import read_geometry, read_volume, same_grid
+from labelfree.io.readers import compare_grids, read_geometry, read_volume, same_grid
+from labelfree.runtime.cli_errors import exits_on
 
 # Tumor-free LiTS cases listed by the original project; compared with what the data say.
 ORIGINAL_LITS_TUMOR_FREE = (32, 34, 38, 41, 47, 89, 91, 105, 106, 114, 115)
@@ -111,12 +108,10 @@ LIVER_SOURCE_VALUE = 6  # BTCV numbering: 1 spleen, 2/3 kidneys, 6 liver, 11 pan
 BTCV_VALUES = frozenset(range(14))  # 13 organs + background
 LITS_VALUES = frozenset({0, 1, 2})
 MULTI_ORGAN_DATASETS = ("btcv", "tcia", "generic")
-# Geometry tolerance between an image and its label (mm), as in scripts/check_data.py.
-AFFINE_TOLERANCE_MM = 1e-3
-# What reading a damaged or odd file raises: truncated gzip (EOFError, zlib.error;
-# gzip.BadGzipFile is an OSError), a non-NIfTI file (ImageFileError), non-integer labels
-# (LabelError), a volume that is not 3D (ValueError).
-READ_ERRORS = (OSError, EOFError, zlib.error, ImageFileError, LabelError, ReaderError, ValueError)
+# What converting a damaged or odd case raises: every read goes through labelfree.io.readers,
+# which names the file in a ReaderError (truncated gzip, not a NIfTI, not 3D); non-integer
+# labels (LabelError, a ValueError); the file system (OSError: a folder that cannot be listed).
+READ_ERRORS = (OSError, ReaderError, ValueError)
 #: TotalSegmentator "total" task: 117 classes + background.
 TOTALSEG_VALUES = frozenset(range(118))
 KITS_VALUES = frozenset({0, 1, 2, 3})
@@ -237,27 +232,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exits_on(ValueError)
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
+    args = get_args_parser().parse_args(argv)
     root = Path(args.data_path)
     if not root.is_dir():
-        parser.exit(2, f"error: --data_path {root} is not a directory\n")
-    try:
-        settings = Settings(
-            label_map=parse_label_map(args.map) if args.map else None,
-            lung_labels=tuple(args.lung_label or (1,)),
-            nodule_label=args.nodule_label,
-            lndb_agreement=args.lndb_agreement,
-        )
-        if args.lndb_agreement < 1:
-            raise ValueError(f"--lndb_agreement must be at least 1, got {args.lndb_agreement}")
-        layouts = select_layouts(root, args)
-    except ValueError as e:
-        parser.exit(2, f"error: {e}\n")
+        raise ValueError(f"--data_path {root} is not a directory")
+    settings = Settings(
+        label_map=parse_label_map(args.map) if args.map else None,
+        lung_labels=tuple(args.lung_label or (1,)),
+        nodule_label=args.nodule_label,
+        lndb_agreement=args.lndb_agreement,
+    )
+    if args.lndb_agreement < 1:
+        raise ValueError(f"--lndb_agreement must be at least 1, got {args.lndb_agreement}")
+    layouts = select_layouts(root, args)
     if not layouts:
-        parser.exit(2, f"error: no dataset folder found in {root} (expected any of: "
-                    f"{', '.join(layout.folder for layout in LAYOUTS.values())})\n")
+        raise ValueError(f"no dataset folder found in {root} (expected any of: "
+                         f"{', '.join(layout.folder for layout in LAYOUTS.values())})")
 
     manifest = read_manifest(root, warn=lambda msg: print(f"warning: {msg}; it will be rebuilt", file=sys.stderr))
     outcomes: list[CaseOutcome] = []
@@ -384,7 +376,7 @@ def convert_dataset(
             continue
         if not dry_run:
             save_label_like(conversion.label, source_img, out_dir / out_name)
-            has_tumor = bool(np.isin(conversion.label, TUMOR_VALUES).any())
+            has_tumor = bool(np.isin(conversion.label, tumor_values()).any())
             manifest["outputs"][out_name] = {**entry, **notes, "has_tumor": has_tumor}
             manifest["not_written"].pop(source_rel, None)
         outcomes.append(CaseOutcome(layout.name, source_rel, out_name, "would write" if dry_run else "written",
@@ -477,22 +469,12 @@ def count_reader_masks(masks: Sequence[Path], image) -> tuple[np.ndarray | None,
         except ReaderError as e:
             problems.append(f"mask unreadable, left out: {e}")
             continue
-        if not same_grid(mask.affine, image.affine, mask.shape, image.shape, AFFINE_TOLERANCE_MM):
+        if not same_grid(mask, image):
             problems.append(f"mask {mask_path.name} is not on the CT's voxel grid: left out")
             continue
         marked = (np.asarray(mask.array) > 0).astype(np.uint8)
         counts = marked if counts is None else counts + marked
     return counts, problems
-
-
-def read_3d(img, path: Path) -> np.ndarray:
-    """Voxel data of a NIfTI image as a 3D array (a trailing singleton 4th axis is dropped)."""
-    data = np.asanyarray(img.dataobj)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise ValueError(f"{path}: expected a 3D volume, got shape {data.shape}")
-    return data
 
 
 def check_image_geometry(label_volume, image: Path | None) -> list[str]:
@@ -507,12 +489,12 @@ def check_image_geometry(label_volume, image: Path | None) -> list[str]:
         image_geometry = read_geometry(image)
     except ReaderError as e:
         return [f"image unreadable: {e}"]
+    comparison = compare_grids(image_geometry, label_volume)
     problems = []
-    if tuple(image_geometry.shape) != tuple(label_volume.shape):
-        problems.append(f"shape mismatch: image {tuple(image_geometry.shape)} vs label {tuple(label_volume.shape)}")
-    diff = float(np.max(np.abs(image_geometry.affine - label_volume.affine)))
-    if diff > AFFINE_TOLERANCE_MM:
-        problems.append(f"affine mismatch with the image (max difference {diff:.4g} mm)")
+    if not comparison.same_shape:
+        problems.append(f"shape mismatch: image {comparison.shape_a} vs label {comparison.shape_b}")
+    if not comparison.same_affine:
+        problems.append(f"affine mismatch with the image (max difference {comparison.affine_difference_mm:.4g} mm)")
     return problems
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from labelfree.evaluation.lesions import detect_lesions
 from labelfree.evaluation.metrics import case_metrics
+from labelfree.io.readers import voxel_spacing  # noqa: F401  (re-exported: validation.py and tests use it here)
 from labelfree.masks import bounding_box
 
 
@@ -19,8 +20,8 @@ def score_prediction(
     pred_labels: np.ndarray,
     ref_labels: np.ndarray,
     spacing_mm: Sequence[float],
-    organ_label: int = 1,
-    tumor_label: int = 2,
+    organ_label: int,
+    tumor_label: int,
     organ_name: str = "liver",
     tumor_name: str = "tumor",
     tolerance_mm: float = 2.0,
@@ -34,7 +35,7 @@ def score_prediction(
         pred_labels: predicted (H, W, D) label map on the reference's voxel grid.
         ref_labels: reference (H, W, D) label map.
         spacing_mm: voxel size in mm of the reference along the three axes.
-        organ_label, tumor_label: label values.
+        organ_label, tumor_label: label values (``OrganProfile.label_pairs`` of the run's profile).
         organ_name, tumor_name: column prefixes (``liver``/``tumor`` give the original columns).
         tolerance_mm: NSD tolerance in mm.
 
@@ -114,12 +115,13 @@ def score_files(pred_path: str, label_path: str, label_pairs: Sequence[tuple[str
     from labelfree.io.readers import read_volume
 
     # Any label format (NIfTI, NRRD, MetaImage...); predictions are NIfTI in the image's voxel order.
+    # Both (H, W, D): the reader drops a one-channel 4th axis.
     label_volume = read_volume(label_path)
-    label = _squeeze_channel(as_integer_labels(label_volume.array, what=f"label {label_path}"))
-    pred = _squeeze_channel(as_integer_labels(read_volume(pred_path).array, what=f"prediction {pred_path}"))
+    label = as_integer_labels(label_volume.array, what=f"label {label_path}")
+    pred = as_integer_labels(read_volume(pred_path).array, what=f"prediction {pred_path}")
     if pred.shape != label.shape:
         raise ValueError(f"prediction {pred_path} has shape {pred.shape}, its label {label_path} {label.shape}")
-    return score_label_pairs(pred, label, voxel_spacing(label_volume.affine), label_pairs, tolerance_mm)
+    return score_label_pairs(pred, label, label_volume.spacing, label_pairs, tolerance_mm)
 
 
 def score_cases(cases: Sequence[dict], pred_dir, label_pairs: Sequence[tuple[str, int, str, int]],
@@ -163,12 +165,3 @@ def score_cases(cases: Sequence[dict], pred_dir, label_pairs: Sequence[tuple[str
             results = [f.result() for f in futures]
     bar.close()
     return [{"name": c["name"], **scores} for c, scores in zip(labelled, results)]
-
-
-def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel size in mm along the three array axes (column norms of the affine; oblique-safe)."""
-    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
-
-
-def _squeeze_channel(labels: np.ndarray) -> np.ndarray:
-    return labels[..., 0] if labels.ndim == 4 and labels.shape[3] == 1 else labels

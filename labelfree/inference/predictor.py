@@ -13,31 +13,41 @@ or oblique affine.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from monai.data import decollate_batch
 from monai.transforms import Compose, Invertd
 
-from labelfree.io.checkpoint import CheckpointError, extract_state_dict, load_checkpoint, weight_differences
+from labelfree.io.checkpoint import (CheckpointError, extract_state_dict, flag_differences, load_checkpoint,
+                                     weight_differences)
 from labelfree.inference.roi import RoiInferer
 
 PRED_KEY = "pred"
 IMAGE_KEY = "image"
 
 
+#: The settings that shape a network's weights, under validation.py's flag names.
+NETWORK_FLAGS = ("model", "num_classes", "swin_type", "feature_size")
+
+
 def load_model(
-    model: torch.nn.Module, checkpoint_path: str | os.PathLike, flags: dict[str, object], checkpoint: dict | None = None
+    model: torch.nn.Module, checkpoint_path: str | os.PathLike, settings: Mapping[str, Any],
+    checkpoint: dict | None = None,
 ) -> dict:
     """Load the weights of a checkpoint into ``model``, explaining a mismatch in flag terms.
 
+    Whether the checkpoint's recorded flags fit is decided before (``RunSettings.for_evaluation``,
+    the ``"evaluation"`` use of ``labelfree.io.checkpoint.USES``); this explains weights that
+    still do not fit, e.g. of a checkpoint that recorded nothing.
+
     Args:
-        model: the network built from the command-line settings.
+        model: the network built from the settings.
         checkpoint_path: the ``model.pt`` file (used in messages and read when
             ``checkpoint`` is not given).
-        flags: the settings the model was built with, e.g. ``{"--model": "unet",
-            "--num_classes": 3, "--swin_type": "base", "--feature_size": None}``.
+        settings: the settings the model was built with, under their flag names
+            (``RunSettings.flat()``: ``model``, ``num_classes``, ``swin_type``, ``feature_size``, ...).
         checkpoint: the already loaded checkpoint dict, if any.
 
     Returns:
@@ -53,12 +63,13 @@ def load_model(
     expected = model.state_dict()
     missing, unexpected, mismatched = weight_differences(expected, weights)
     if missing or unexpected or mismatched:
+        network = {k: settings.get(k) for k in NETWORK_FLAGS}
         raise CheckpointError(
             f"checkpoint {checkpoint_path} does not match the network built from "
-            f"{' '.join(f'{k}={v}' for k, v in flags.items())}: {len(missing)} missing, "
+            f"{' '.join(f'--{k}={v}' for k, v in network.items())}: {len(missing)} missing, "
             f"{len(unexpected)} unexpected and {len(mismatched)} differently shaped weights"
             f"{_examples(missing, unexpected, mismatched, weights, expected)}. "
-            f"{_mismatch_hint(checkpoint, flags, missing, unexpected, mismatched, weights, expected)}"
+            f"{_mismatch_hint(checkpoint, network, missing, unexpected, mismatched, weights, expected)}"
         )
     model.load_state_dict(weights, strict=True)
     return checkpoint
@@ -76,22 +87,17 @@ def _examples(missing, unexpected, mismatched, weights, expected) -> str:
     return " (" + "; ".join(parts) + ")"
 
 
-def _mismatch_hint(checkpoint, flags, missing, unexpected, mismatched, weights, expected) -> str:
-    saved = checkpoint.get("args") if isinstance(checkpoint.get("args"), dict) else {}
-    differing = [
-        f"{flag} (checkpoint trained with {saved_value!r}, given {flags[flag]!r})"
-        for flag, saved_key in SAVED_ARG_NAMES.items()
-        if flag in flags and flags[flag] is not None
-        for saved_value in [_saved_value(saved, saved_key)]
-        if saved_value is not None and saved_value != flags[flag]
-    ]
+def _mismatch_hint(checkpoint, network, missing, unexpected, mismatched, weights, expected) -> str:
+    saved = checkpoint.get("args") if isinstance(checkpoint.get("args"), Mapping) else None
+    given = {k: v for k, v in network.items() if v is not None}
+    differing = flag_differences(saved, given, NETWORK_FLAGS)
     if differing:
         return "Probably mismatching: " + ", ".join(differing) + "."
     if missing or unexpected:
         return "The layer names differ: probably --model (the architecture) does not match."
     # Same layers, different shapes. If every difference is a dimension that holds the class
     # count in the network and one same other number in the checkpoint, the class count differs.
-    num_classes = flags.get("--num_classes")
+    num_classes = network.get("num_classes")
     checkpoint_sizes = {
         w
         for k in mismatched
@@ -107,22 +113,6 @@ def _mismatch_hint(checkpoint, flags, missing, unexpected, mismatched, weights, 
     if num_classes is not None and only_class_dims and len(checkpoint_sizes) == 1:
         return f"Only the class count differs: probably --num_classes (the checkpoint has {checkpoint_sizes.pop()})."
     return "Layer widths differ: probably --swin_type or --feature_size does not match."
-
-
-#: Validation flag -> training argument name(s) saved in the checkpoint's ``args``.
-SAVED_ARG_NAMES = {
-    "--model": ("model_name", "model"),
-    "--num_classes": ("num_classes", "out_channels"),
-    "--swin_type": ("swin_type",),
-    "--feature_size": ("feature_size",),
-}
-
-
-def _saved_value(saved: dict, names: Sequence[str]):
-    for name in names:
-        if saved.get(name) is not None:
-            return saved[name]
-    return None
 
 
 class Predictor:

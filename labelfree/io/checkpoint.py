@@ -1,4 +1,4 @@
-"""Training checkpoints: atomic save, safe load, weight-only loading with prefix stripping.
+"""Training checkpoints: atomic save, safe load, weight-only loading, and whether one fits a run.
 
 A checkpoint is one dict of plain Python values and tensors, so it loads with
 ``torch.load(path, weights_only=True)`` (no pickled classes, no code execution):
@@ -13,11 +13,18 @@ A checkpoint is one dict of plain Python values and tensors, so it loads with
                 the epoch's scheduler step, i.e. ready for epoch ``epoch + 1``
     scaler      torch.amp.GradScaler state_dict() ({} when AMP is off)
     args        the command-line arguments as a plain dict
+
+Whether a checkpoint fits the run that uses it is one rule for every use (:data:`USES`:
+resume, initial weights, evaluation, quality-control segmentor, generator, generator resume)
+with one message: ``<what> <file> was saved with --flag saved (this run: given); <advice>``
+(:func:`check_fit`).
 """
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -105,58 +112,161 @@ def load_error_message(path: str | os.PathLike, error: Exception) -> str:
             f"{type(error).__name__}: {reason}")
 
 
+# ------------------------------------------------------------------ does this checkpoint fit this run
 #: Flags that fix the network's architecture: a checkpoint saved with other values cannot be loaded.
 ARCHITECTURE_FLAGS = ("model_name", "swin_type", "num_classes", "out_channels")
 #: Flags that fix what the network was trained on: patch size and label convention.
 DATA_FLAGS = ("roi_x", "roi_y", "roi_z", "organ")
-#: Alternative names of a flag in checkpoints' ``args`` (validation.py's --model).
-_SAVED_NAMES = {"model_name": ("model_name", "model")}
+#: Flags that fix the crops a network sees: organ, intensity window (HU), voxel spacing (mm).
+CROP_FLAGS = ("organ", "a_min", "a_max", "space_x", "space_y", "space_z")
+#: Alternative names of a flag on either side (validation.py's --model is training's --model_name).
+_ALIASES = {"model_name": ("model_name", "model"), "model": ("model", "model_name")}
+#: Flags that only mean something for a Swin-UNETR: compared only when both networks are one.
+_SWIN_ONLY = ("swin_type", "feature_size")
 
 
-def flag_differences(saved_args: Mapping[str, Any] | None, current: Mapping[str, Any],
+@dataclass(frozen=True)
+class CheckpointUse:
+    """What must match between a checkpoint and the run that uses it, for one kind of use.
+
+    Attributes:
+        what: how the file is named in messages, e.g. ``"--resume checkpoint"``.
+        refused: flags whose difference makes the checkpoint unusable (an error).
+        noted: flags whose difference is allowed but said (one note line).
+        advice: what to do about a refused difference (ends the error).
+        note: what a noted difference means (ends the note).
+    """
+
+    what: str
+    refused: tuple[str, ...] = ()
+    noted: tuple[str, ...] = ()
+    advice: str = "give the checkpoint's values or another checkpoint"
+    note: str = ""
+
+
+#: The one list of what must match, per kind of use. The names are the flags of the program
+#: that uses the checkpoint; the checkpoint's side is its saved ``args`` (runs) or its
+#: settings flattened to the same names (``RunSettings.flat``, ``generator_crop``).
+USES = {
+    # main.py --resume: the same network, data and labels; the rest is said (the optimizer and
+    # schedule state come from the checkpoint, so a changed LR or length does not take effect).
+    "resume": CheckpointUse(
+        "--resume checkpoint", refused=ARCHITECTURE_FLAGS + DATA_FLAGS,
+        noted=("max_epochs", "warmup_epochs", "lrschedule", "optim_name", "optim_lr", "reg_weight", "batch_size",
+               "syn", "syn_rim_mm", "syn_label_edge", "syn_qc", "syn_qc_threshold", "json_dir", "seed", "synthesis",
+               "syn_grid_mm", "syn_generator"),
+        note="the optimizer and learning-rate schedule state, including base LR and schedule length, come from "
+             "the checkpoint"),
+    # main.py --checkpoint / --resume_ckpt: weights only, into the network this run builds.
+    "weights": CheckpointUse("--checkpoint", refused=ARCHITECTURE_FLAGS),
+    # validation.py: the trained network and its label convention are fixed; preprocessing of
+    # the scan may be overridden (a note says so).
+    "evaluation": CheckpointUse(
+        "checkpoint", refused=("model", "swin_type", "feature_size", "num_classes", "organ"),
+        noted=("a_min", "a_max", "space_x", "space_y", "space_z", "roi_x", "roi_y", "roi_z"),
+        advice="leave the flags out to use the checkpoint's values", note="using the flag"),
+    # main.py --syn_qc: the segmentor judges this run's crops in its own window, grid and labels.
+    "qc_segmentor": CheckpointUse(
+        "--syn_qc", refused=CROP_FLAGS + ("num_classes",),
+        advice="the segmentor must be trained (on real tumors) with this run's organ, classes, window and spacing"),
+    # main.py --syn_generator: the generator repaints this run's crops.
+    "generator": CheckpointUse(
+        "--syn_generator", refused=CROP_FLAGS,
+        advice="a generator repaints crops of the organ, window and spacing it was trained on: train one for "
+               "these with syn_train.py"),
+    # syn_train.py --resume: the state of both networks and optimizers comes from the checkpoint.
+    "generator_resume": CheckpointUse(
+        "--resume checkpoint",
+        noted=CROP_FLAGS + ("roi_x", "roi_y", "roi_z", "batch_size", "lr", "adv_weight", "seg_weight",
+                            "max_offset_hu", "gen_channels", "seed", "json_dir", "healthy_json", "segmentor"),
+        note="the networks' and optimizers' state come from the checkpoint"),
+}
+
+
+def flag_differences(saved: Mapping[str, Any] | None, current: Mapping[str, Any],
                      flags: tuple[str, ...]) -> list[str]:
     """``--flag saved (this run: current)`` for each of ``flags`` whose value differs.
 
-    A flag missing on either side is not compared (old or foreign checkpoints); the
-    Swin-UNETR size only when both are a Swin-UNETR.
+    A flag absent on either side is not compared (old or foreign checkpoints; a flag not
+    given); ``None`` is a value. The Swin-UNETR size only when both networks are a
+    Swin-UNETR. Numbers compare with a relative tolerance of 1e-9, text case-insensitively,
+    sequences element-wise.
     """
-    if not saved_args:
+    if not saved:
         return []
+    saved_model = _lookup(saved, "model_name")
+    current_model = _lookup(current, "model_name") or saved_model  # evaluation: the checkpoint's unless given
+    both_swin = all(m is not None and str(m[1]).startswith("swin") for m in (saved_model, current_model))
     differences = []
     for flag in flags:
-        saved = next((saved_args[k] for k in _SAVED_NAMES.get(flag, (flag,)) if saved_args.get(k) is not None), None)
-        value = current.get(flag)
-        if saved is None or value is None:
+        old, new = _lookup(saved, flag), _lookup(current, flag)
+        if old is None or new is None or (flag in _SWIN_ONLY and not both_swin):
             continue
-        if flag == "swin_type" and not all(
-            str(m).startswith("swin") for m in (current.get("model_name"), _saved_model(saved_args))
-        ):
-            continue
-        if str(saved).lower() != str(value).lower():
-            differences.append(f"--{flag} {saved} (this run: {value})")
+        if not _same(old[1], new[1]):
+            differences.append(f"--{flag} {_show(old[1])} (this run: {_show(new[1])})")
     return differences
 
 
-def _saved_model(saved_args: Mapping[str, Any]) -> Any:
-    return saved_args.get("model_name") or saved_args.get("model")
+def check_fit(saved: Mapping[str, Any] | None, path: str | os.PathLike | None, use: CheckpointUse,
+              current: Mapping[str, Any], what: str | None = None,
+              error: type[Exception] = CheckpointError) -> list[str]:
+    """Refuse a checkpoint that does not fit this run; say what it was saved with otherwise.
+
+    The one message format of every use: ``<what> <path> was saved with --flag saved (this
+    run: given), ...; <advice>``.
+
+    Args:
+        saved: the flags the checkpoint was saved with (its ``args``, or its settings
+            flattened to flag names); ``None``: nothing recorded, nothing to compare.
+        path: the file, for the message (``None``: not named).
+        use: what must match (one of :data:`USES`).
+        current: this run's flag values (leave out flags that were not given).
+        what: how the file was given, when not ``use.what``.
+        error: the exception type raised (``CheckpointError``; evaluation raises its
+            ``SettingsError``).
+
+    Returns:
+        One ``note: ...`` line for the :attr:`CheckpointUse.noted` flags that differ, or none.
+
+    Raises:
+        error: naming the file and every refused flag that differs, saved -> given.
+    """
+    name = " ".join(str(x) for x in (what or use.what, path) if x is not None)
+    refused = flag_differences(saved, current, use.refused)
+    if refused:
+        raise error(f"{name} was saved with {', '.join(refused)}; {use.advice}")
+    noted = flag_differences(saved, current, use.noted)
+    return [f"note: {name} was saved with {', '.join(noted)}; {use.note}"] if noted else []
 
 
 def check_matches_flags(checkpoint: Mapping[str, Any], path: str | os.PathLike, what: str,
                         current: Mapping[str, Any], strict: tuple[str, ...]) -> None:
-    """Raise one line naming every ``strict`` flag in which ``checkpoint`` differs from ``current``.
-
-    Args:
-        checkpoint: a loaded checkpoint dict; its ``args`` are the flags it was saved with.
-        path: its file, for the message.
-        what: how the file was given, e.g. ``"--resume checkpoint"``.
-        current: this run's flag values.
-        strict: the flags compared (e.g. :data:`ARCHITECTURE_FLAGS` + :data:`DATA_FLAGS`).
-    """
+    """:func:`check_fit` of a checkpoint's ``args`` where ``strict`` flags must match (no notes)."""
     saved = checkpoint.get("args") if isinstance(checkpoint.get("args"), Mapping) else None
-    differences = flag_differences(saved, current, strict)
-    if differences:
-        raise CheckpointError(f"{what} {path} was saved with {', '.join(differences)}; give the checkpoint's "
-                              f"value{'s' if len(differences) > 1 else ''} or another checkpoint")
+    check_fit(saved, path, CheckpointUse(what, refused=strict), current)
+
+
+def _lookup(values: Mapping[str, Any], flag: str) -> tuple[str, Any] | None:
+    """``(name, value)`` of ``flag`` (or its alias) in ``values``; ``None`` when absent."""
+    for name in _ALIASES.get(flag, (flag,)):
+        if name in values and not (flag in _ALIASES and values[name] is None):
+            return name, values[name]
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    if a is None or b is None or isinstance(a, bool) or isinstance(b, bool):
+        return a is b or a == b
+    return str(a).lower() == str(b).lower()
+
+
+def _show(value: Any) -> str:
+    return " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
 
 
 def non_finite_weights(state_dict: Mapping[str, Any]) -> list[str]:

@@ -2,8 +2,18 @@
 
 Every reader of the project goes through here: the transform pipelines
 (:func:`load_transform`, used by ``labelfree.data.transforms`` and the synthesis preview), the
-datalist and data checks, ``transfer_label.py``, ``validation.py`` (geometry of the
-predictions) and ``scripts/fetch_sample_ct.py``.
+header pass of the datalist checks (:func:`read_header`, through
+``labelfree.data.case_geometry``), the data checks, ``transfer_label.py``, ``make_datafolds.py``,
+offline generation, scoring, ``validation.py`` (geometry of the predictions), the report and
+benchmark scripts and ``scripts/fetch_sample_ct.py``. Writing NIfTI is
+:mod:`labelfree.io.atomic`'s job.
+
+Two rules hold for every path that reads a file, so they live here once:
+
+* :func:`grid_shape`: a trailing 4th axis of length 1 (a one-channel or one-time-point NIfTI,
+  as some converters write) is dropped; the volume is 3D.
+* :func:`compare_grids` / :func:`same_grid`: two files share one voxel grid when their shapes
+  are equal and their affines differ by at most :data:`GRID_TOLERANCE_MM`.
 
 Formats and readers (MONAI's own reader classes, chosen by :class:`labelfree.io.image_reader.FormatReader`):
 
@@ -33,21 +43,28 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from labelfree.io.formats import (
-    ReaderError,
-    checked_format,
-    image_format,
-    path_exists,
-    supported_text,
-)
+from labelfree.io.formats import ReaderError, checked_format
 
-#: Largest difference (mm) between two affines that still counts as the same voxel grid.
+#: Largest difference (mm) between two affines that still counts as the same voxel grid: the
+#: one tolerance of every image/label comparison (data checks, pre-flight, transfer_label).
 GRID_TOLERANCE_MM = 1e-3
+
+
+class UnreadableError(ReaderError):
+    """A file of a supported format that its library cannot read (damaged, truncated, mislabelled).
+
+    Attributes:
+        path: the file.
+        cause: the library's error in one line, ``"<type>: <message>"``.
+    """
+
+    def __init__(self, path, cause: str, hint: str = ""):
+        self.path, self.cause = os.fspath(path), cause
+        super().__init__(f"{path}: unreadable ({cause}){hint}")
 
 
 def load_transform(keys: Sequence[str], **kwargs):
@@ -69,7 +86,8 @@ class Volume:
         affine: 4x4 voxel index -> RAS+ world mm.
         format: one of :data:`FORMATS`.
         header: the nibabel header of a NIfTI file (kept for predictions), else ``None``.
-        grid_shape: (H, W, D) when ``array`` is ``None`` (:func:`read_geometry`).
+        grid_shape: the shape when ``array`` is ``None``: (H, W, D) from :func:`read_geometry`;
+            from :func:`read_header`, whatever the header holds (not checked to be 3D).
     """
 
     array: np.ndarray | None
@@ -85,7 +103,26 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the array axes (column norms of the affine; oblique-safe)."""
-        return tuple(float(s) for s in np.linalg.norm(np.asarray(self.affine)[:3, :3], axis=0))
+        return voxel_spacing(self.affine)
+
+
+def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along the three array axes of a 4x4 voxel -> world affine.
+
+    Column norms of the affine's 3x3 part, so an oblique or permuted grid gets the size of
+    each of its own axes (not the diagonal).
+    """
+    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0))
+
+
+def grid_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """The voxel-grid shape of a stored array shape: a trailing 4th axis of length 1 is dropped.
+
+    ``(H, W, D, 1)`` (a one-channel or one-time-point NIfTI) -> ``(H, W, D)``; every other shape
+    is returned unchanged, so the caller can say that it is not 3D.
+    """
+    shape = tuple(int(s) for s in shape)
+    return shape[:3] if len(shape) == 4 and shape[3] == 1 else shape
 
 
 def read_volume(path: str | os.PathLike, scaled: bool = True) -> Volume:
@@ -101,14 +138,12 @@ def read_volume(path: str | os.PathLike, scaled: bool = True) -> Volume:
     """
     fmt = checked_format(path)
     if fmt == "nifti":
-        import nibabel as nib
-
+        img = _load_nifti(path)
         try:
-            img = nib.load(os.fspath(path))
             proxy = img.dataobj
             data = np.asanyarray(proxy if scaled or not hasattr(proxy, "get_unscaled") else proxy.get_unscaled())
-        except Exception as e:  # nibabel, gzip and zlib raise many types for damaged files
-            raise ReaderError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
+        except Exception as e:  # nibabel, gzip and zlib raise many types for damaged data
+            raise UnreadableError(path, f"{type(e).__name__}: {e}") from e
         return Volume(_as_3d(data, path), np.asarray(img.affine, dtype=np.float64), fmt, img.header)
     from labelfree.io.image_reader import FormatReader
 
@@ -119,61 +154,67 @@ def read_volume(path: str | os.PathLike, scaled: bool = True) -> Volume:
         raise
     except Exception as e:  # ITK raises RuntimeError and others for damaged files
         first_line = (str(e).strip().splitlines() or [""])[0]  # ITK appends pages of wrapped types
-        raise ReaderError(f"{path}: unreadable ({type(e).__name__}: {first_line}){_seg_nrrd_hint(path)}") from e
+        raise UnreadableError(path, f"{type(e).__name__}: {first_line}", _seg_nrrd_hint(path)) from e
     return Volume(_as_3d(np.asarray(data), path), np.asarray(meta["affine"], dtype=np.float64), fmt)
 
 
-def read_geometry(path: str | os.PathLike) -> Volume:
-    """Shape and affine of a scan (``array`` is ``None``).
+def read_header(path: str | os.PathLike) -> Volume | None:
+    """Shape and affine of a NIfTI file from its header alone (no voxel data read); ``None`` otherwise.
 
-    NIfTI reads the header only; the other formats are read whole through the same reader
-    as the pipelines, so the geometry cannot differ from what training and inference see.
+    The other formats have no header read through the pipelines' reader: their geometry
+    comes with their data (:func:`read_geometry`, :func:`read_volume`). The shape is
+    :func:`grid_shape` of the stored one and is **not** checked to be 3D, so that a check can
+    say what it is; :func:`read_geometry` refuses it.
+
+    Returns:
+        A :class:`Volume` with ``array`` ``None``, ``grid_shape`` and ``affine`` (voxel ->
+        RAS+ mm) and the nibabel ``header``; ``None`` for a file of another format.
+
+    Raises:
+        ReaderError: unsupported format or missing file.
+        UnreadableError: nibabel cannot read the header.
     """
     fmt = checked_format(path)
-    if fmt == "nifti":
-        import nibabel as nib
-
-        try:
-            img = nib.load(os.fspath(path))
-        except Exception as e:
-            raise ReaderError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
-        shape = tuple(int(s) for s in img.shape)
-        if len(shape) == 4 and shape[3] == 1:
-            shape = shape[:3]
-        if len(shape) != 3:
-            raise ReaderError(f"{path}: expected a 3D volume, got shape {shape}")
-        return Volume(None, np.asarray(img.affine, dtype=np.float64), fmt, img.header, shape)
-    volume = read_volume(path)
-    return Volume(None, volume.affine, fmt, None, volume.shape)
+    if fmt != "nifti":
+        return None
+    img = _load_nifti(path)
+    return Volume(None, np.asarray(img.affine, dtype=np.float64), fmt, img.header, grid_shape(img.shape))
 
 
-def check_readable(path: str | os.PathLike) -> str | None:
-    """A one-line problem with ``path`` (missing, unsupported, NIfTI header unreadable), or ``None``.
+def read_geometry(path: str | os.PathLike) -> Volume:
+    """Shape (H, W, D) and affine of a 3D scan (``array`` is ``None``).
 
-    Cheap: NIfTI headers are read; the other formats only checked to exist (their readers
-    report damaged data, naming the file, when the data are loaded).
+    NIfTI reads the header only (:func:`read_header`); the other formats are read whole
+    through the same reader as the pipelines, so the geometry cannot differ from what
+    training and inference see.
+
+    Raises:
+        ReaderError: unsupported, missing, unreadable, or not 3D (naming the file).
     """
-    if not path_exists(path):
-        return f"missing: {path}" if not Path(path).is_dir() else f"empty DICOM folder: {path}"
-    fmt = image_format(path)
-    if fmt is None:
-        return f"unsupported format: {path} (supported: {supported_text()})"
-    if fmt == "nifti":
-        import nibabel as nib
+    header = read_header(path)
+    if header is None:
+        volume = read_volume(path)
+        return Volume(None, volume.affine, volume.format, None, volume.shape)
+    if len(header.shape) != 3:
+        raise ReaderError(f"{path}: expected a 3D volume, got shape {header.shape}")
+    return header
 
-        try:
-            nib.load(os.fspath(path))
-        except Exception as e:  # nibabel raises several types for corrupt files
-            return f"unreadable: {path} ({type(e).__name__}: {e})"
-    return None
+
+def _load_nifti(path):
+    """``nibabel.load``: the one place a NIfTI file is opened (data stay on disk until asked for)."""
+    import nibabel as nib
+
+    try:
+        return nib.load(os.fspath(path))
+    except Exception as e:  # nibabel raises many types for a damaged header
+        raise UnreadableError(path, f"{type(e).__name__}: {e}") from e
 
 
 def _as_3d(data: np.ndarray, path) -> np.ndarray:
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise ReaderError(f"{path}: expected a 3D volume, got shape {tuple(data.shape)}{_seg_nrrd_hint(path)}")
-    return data
+    shape = grid_shape(data.shape)
+    if len(shape) != 3:
+        raise ReaderError(f"{path}: expected a 3D volume, got shape {shape}{_seg_nrrd_hint(path)}")
+    return data.reshape(shape)
 
 
 def _seg_nrrd_hint(path) -> str:
@@ -183,9 +224,45 @@ def _seg_nrrd_hint(path) -> str:
             "export a label map from 3D Slicer)")
 
 
-def same_grid(a: np.ndarray, b: np.ndarray, shape_a, shape_b, tolerance_mm: float = GRID_TOLERANCE_MM) -> bool:
-    """Whether two (shape, affine) pairs describe the same voxel grid."""
-    return tuple(shape_a) == tuple(shape_b) and float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) <= tolerance_mm
+@dataclass(frozen=True)
+class GridComparison:
+    """How two voxel grids differ (see :func:`compare_grids`).
+
+    Attributes:
+        shape_a, shape_b: (H, W, D) of each grid.
+        affine_difference_mm: largest absolute difference between the two 4x4 affines (mm).
+    """
+
+    shape_a: tuple[int, ...]
+    shape_b: tuple[int, ...]
+    affine_difference_mm: float
+
+    @property
+    def same_shape(self) -> bool:
+        return self.shape_a == self.shape_b
+
+    @property
+    def same_affine(self) -> bool:
+        return self.affine_difference_mm <= GRID_TOLERANCE_MM
+
+    @property
+    def same(self) -> bool:
+        return self.same_shape and self.same_affine
+
+
+def compare_grids(a: Volume, b: Volume) -> GridComparison:
+    """Compare the voxel grids of two volumes (either read whole or by :func:`read_header`).
+
+    Both affines are RAS+ whatever the formats, so an ``.nrrd`` label of a DICOM image
+    compares like two NIfTI files.
+    """
+    difference = float(np.max(np.abs(np.asarray(a.affine, dtype=np.float64) - np.asarray(b.affine, dtype=np.float64))))
+    return GridComparison(tuple(a.shape), tuple(b.shape), difference)
+
+
+def same_grid(a: Volume, b: Volume) -> bool:
+    """Whether two volumes lie on one voxel grid: equal shapes, affines within :data:`GRID_TOLERANCE_MM`."""
+    return compare_grids(a, b).same
 
 
 def label_on_grid(label: np.ndarray, label_affine: np.ndarray, shape: Sequence[int], affine: np.ndarray) -> np.ndarray:

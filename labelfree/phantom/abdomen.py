@@ -122,30 +122,90 @@ def _jitter(rng, point, mm):
     return np.asarray(point, dtype=float) + rng.uniform(-mm, mm, size=3)
 
 
+@dataclass(frozen=True)
+class _BodyWall:
+    """The body outline (superellipse, semi-axes ``a`` x ``b`` mm) and its wall layers (mm)."""
+
+    body: EllipticCylinder
+    skin_mm: float
+    fat_mm: tuple[float, float]
+    muscle_mm: tuple[float, float]
+
+    @property
+    def a(self) -> float:
+        return self.body.semi_axes[0]
+
+    @property
+    def b(self) -> float:
+        return self.body.semi_axes[1]
+
+
+class _Landmarks:
+    """Points of the reference body (a = 157, b = 116 mm) scaled to this body and jittered (world mm)."""
+
+    def __init__(self, rng: np.random.Generator, wall: _BodyWall) -> None:
+        self.rng = rng
+        self.ka, self.kb = wall.a / 157.0, wall.b / 116.0
+
+    def __call__(self, x, y, z, jitter=5.0) -> np.ndarray:
+        return _jitter(self.rng, (x * self.ka, y * self.kb, z), jitter)
+
+
 def design_abdomen(rng: np.random.Generator) -> AbdomenAnatomy:
-    """Draw the anatomy of one abdomen case (uncalibrated sizes)."""
+    """Draw the anatomy of one abdomen case (uncalibrated sizes).
+
+    The parts are drawn from ``rng`` one after the other in this order, which fixes the
+    anatomy of every seed: reordering the calls below changes every phantom case.
+    """
+    wall = _draw_body_wall(rng)
+    P = _Landmarks(rng, wall)
+    spine = spine_behind(-wall.b + wall.skin_mm + wall.fat_mm[1], rng)
+    bowel = _draw_bowel(rng, P)
+    stomach = _draw_stomach(rng, P)
+    spleen = _draw_spleen(rng, P)
+    pancreas = _draw_pancreas(rng, P)
+    anchor, liver, gallbladder = _draw_liver(rng, P)
+    kidneys, sinus = _draw_kidneys(rng, P, spine.y_body)
+    portal_vein, splenic_vein, ivc, aorta = _draw_great_vessels(rng, spine.y_body, pancreas.points, anchor)
+    rib_levels = _draw_rib_levels(rng)
+    hu = _draw_tissue_hu(rng)
+    textures = _draw_textures(rng)
+    targets = _draw_volume_targets(rng)
+    return AbdomenAnatomy(
+        body=wall.body, skin_mm=wall.skin_mm, fat_mm=wall.fat_mm, muscle_mm=wall.muscle_mm, spine=spine,
+        paraspinal=_paraspinal_muscles(spine), psoas=_psoas_muscles(spine), bowel=bowel, stomach=stomach,
+        spleen=spleen, pancreas=pancreas, liver=liver, liver_anchor=anchor, gallbladder=gallbladder,
+        kidneys=kidneys, renal_sinus=sinus, portal_vein=portal_vein, splenic_vein=splenic_vein, ivc=ivc,
+        aorta=aorta, rib_levels=rib_levels, rib_slope=_u(rng, 0.4, 0.5), hu=hu, textures=textures,
+        noise_std=_u(rng, 12.0, 18.0), targets_ml=targets, scales={k: 1.0 for k in targets},
+    )
+
+
+def _draw_body_wall(rng: np.random.Generator) -> _BodyWall:
     a, b = _u(rng, 150.0, 164.0), _u(rng, 110.0, 122.0)
     body = EllipticCylinder(centre_xy=(0.0, 0.0), semi_axes=(a, b), exponent=_u(rng, 2.1, 2.5))
-    skin = 2.5
     fat = (_u(rng, 10.0, 24.0), _u(rng, 10.0, 22.0))
     muscle = (_u(rng, 9.0, 13.0), _u(rng, 8.0, 11.0))
-    ka, kb = a / 157.0, b / 116.0
+    return _BodyWall(body=body, skin_mm=2.5, fat_mm=fat, muscle_mm=muscle)
 
-    def P(x, y, z, jitter=5.0):
-        """A landmark of the reference body (a = 157, b = 116 mm) scaled to this body, jittered."""
-        return _jitter(rng, (x * ka, y * kb, z), jitter)
 
-    spine = spine_behind(-b + skin + fat[1], rng)
-    y_canal, y_vb = spine.y_canal, spine.y_body
-    paraspinal = tuple(
-        EllipticCylinder(centre_xy=(s * 30.0, y_canal - 8.0), semi_axes=(25.0, 24.0)) for s in (1.0, -1.0)
+def _paraspinal_muscles(spine: Spine) -> tuple:
+    return tuple(
+        EllipticCylinder(centre_xy=(s * 30.0, spine.y_canal - 8.0), semi_axes=(25.0, 24.0)) for s in (1.0, -1.0)
     )
-    psoas = tuple(
+
+
+def _psoas_muscles(spine: Spine) -> tuple:
+    y_vb = spine.y_body
+    return tuple(
         Tube(points=np.array([[s * 30.0, y_vb + 2.0, 20.0], [s * 38.0, y_vb + 8.0, -95.0]]), radii=np.array([6.0, 19.0]))
         for s in (1.0, -1.0)
     )
 
-    # Bowel: small-bowel loops low and anterior, and the colon frame.
+
+def _draw_bowel(rng: np.random.Generator, P: _Landmarks) -> tuple:
+    """Small-bowel loops low and anterior, then the colon frame."""
+    ka, kb = P.ka, P.kb
     loops = []
     for _ in range(int(rng.integers(6, 11))):
         start = np.array([_u(rng, -70, 70) * ka, _u(rng, 0, 60) * kb, _u(rng, -88, -30)])
@@ -166,32 +226,43 @@ def design_abdomen(rng: np.random.Generator) -> AbdomenAnatomy:
         HollowTube(Tube(colon_pts, np.full(len(colon_pts), colon_r)), wall_mm=3.0,
                    gas_level_y=float(colon_pts[:, 1].mean() + colon_r * _u(rng, -0.5, 0.5)))
     )
+    return tuple(loops)
 
+
+def _draw_stomach(rng: np.random.Generator, P: _Landmarks) -> HollowTube:
     stomach_pts = np.array([P(-58, -8, 62), P(-60, 20, 42), P(-40, 48, 22), P(-8, 50, 8), P(14, 36, 2)])
-    stomach = HollowTube(
+    return HollowTube(
         Tube(stomach_pts, np.array([34.0, 30.0, 24.0, 17.0, 10.0]) * _u(rng, 0.85, 1.1)),
         wall_mm=4.0,
-        gas_level_y=_u(rng, 20.0, 45.0) * kb,
+        gas_level_y=_u(rng, 20.0, 45.0) * P.kb,
     )
 
-    spleen = Ellipsoid(
+
+def _draw_spleen(rng: np.random.Generator, P: _Landmarks) -> Ellipsoid:
+    return Ellipsoid(
         centre=P(-86, -40, 32), radii=np.array([24.0, 55.0, 45.0]) * rng.uniform(0.9, 1.1, 3),
         rotation=rotation_matrix((_u(rng, 0.1, 0.4), 0.0, _u(rng, -0.7, -0.4))),
         wobble=random_wobble(rng, 0.12),
     )
 
+
+def _draw_pancreas(rng: np.random.Generator, P: _Landmarks) -> Tube:
+    """Head (at the duodenum, patient's right) to tail (at the spleen), lobulated."""
     pancreas_pts = np.array([P(32, 4, -32, 3), P(14, 18, -24, 3), P(-8, 22, -18, 3), P(-36, 12, -12, 3),
                              P(-62, -4, -2, 3), P(-78, -12, 6, 3)])
     lobulation = np.c_[rng.uniform(0.05, 0.1, 3), rng.uniform(10.0, 30.0, 3), rng.uniform(0, 2 * np.pi, 3)]
-    pancreas = Tube(pancreas_pts, np.array([19.0, 13.0, 12.0, 12.0, 10.0, 8.0]), lobulation=lobulation)
+    return Tube(pancreas_pts, np.array([19.0, 13.0, 12.0, 12.0, 10.0, 8.0]), lobulation=lobulation)
 
+
+def _draw_liver(rng: np.random.Generator, P: _Landmarks) -> tuple[np.ndarray, Union, Ellipsoid]:
+    """``(anchor, liver, gallbladder)``: two smoothly joined lobes around the anchor point, the gallbladder under them."""
     anchor = P(68, 0, 14)
     right_lobe = Ellipsoid(
         centre=anchor, radii=np.array([58.0, 76.0, 58.0]) * rng.uniform(0.92, 1.08, 3),
         rotation=rotation_matrix(rng.uniform(-0.15, 0.15, 3)), wobble=random_wobble(rng, 0.12),
     )
     left_lobe = Ellipsoid(
-        centre=anchor + _jitter(rng, (-76 * ka, 38 * kb, 20), 6.0), radii=np.array([52.0, 30.0, 32.0]) * rng.uniform(0.85, 1.15, 3),
+        centre=anchor + _jitter(rng, (-76 * P.ka, 38 * P.kb, 20), 6.0), radii=np.array([52.0, 30.0, 32.0]) * rng.uniform(0.85, 1.15, 3),
         rotation=rotation_matrix((0.0, _u(rng, -0.2, 0.2), _u(rng, -0.4, 0.1))), wobble=random_wobble(rng, 0.15),
     )
     liver = Union(parts=(right_lobe, left_lobe), smooth=0.3)
@@ -199,17 +270,25 @@ def design_abdomen(rng: np.random.Generator) -> AbdomenAnatomy:
         centre=anchor + _jitter(rng, (-20, 40, -40), 4.0), radii=np.array([14.0, 30.0, 14.0]) * _u(rng, 0.8, 1.1),
         rotation=rotation_matrix((_u(rng, 0.4, 0.8), 0.0, _u(rng, -0.3, 0.3))), wobble=random_wobble(rng, 0.05),
     )
+    return anchor, liver, gallbladder
 
+
+def _draw_kidneys(rng: np.random.Generator, P: _Landmarks, y_vb: float) -> tuple[tuple, tuple]:
+    """``((right, left) kidney Ellipsoids, their renal sinus Ellipsoids)``, beside the vertebral body at ``y_vb`` mm."""
     kidneys, sinus = [], []
     for side, s, z in ((0, 1.0, -28.0), (1, -1.0, -18.0)):
-        centre = _jitter(rng, (s * 76.0 * ka, y_vb - 6.0, z), 4.0)
+        centre = _jitter(rng, (s * 76.0 * P.ka, y_vb - 6.0, z), 4.0)
         rot = rotation_matrix((_u(rng, -0.3, -0.1), s * _u(rng, -0.35, -0.15), s * _u(rng, 0.2, 0.5)))
         kidney = Ellipsoid(centre=centre, radii=np.array([27.0, 24.0, 52.0]) * rng.uniform(0.92, 1.08, 3),
                            rotation=rot, wobble=random_wobble(rng, 0.05))
         hilum = centre + rot @ np.array([-s * 14.0, 4.0, 0.0])
         kidneys.append(kidney)
         sinus.append(Ellipsoid(centre=hilum, radii=np.array([11.0, 10.0, 26.0]), rotation=rot))
+    return tuple(kidneys), tuple(sinus)
 
+
+def _draw_great_vessels(rng: np.random.Generator, y_vb: float, pancreas_pts: np.ndarray, anchor: np.ndarray):
+    """``(portal vein, splenic vein, IVC, aorta)``: the veins behind the pancreas join at the portal confluence."""
     aorta_r = _u(rng, 10.0, 12.5)
     aorta = EllipticCylinder(centre_xy=(-16.0 + _u(rng, -3, 3), y_vb + 17.0 + aorta_r - 5.0), semi_axes=(aorta_r, aorta_r))
     ivc = EllipticCylinder(centre_xy=(24.0 + _u(rng, -3, 3), y_vb + 22.0), semi_axes=(_u(rng, 11, 15), _u(rng, 8, 10)))
@@ -218,16 +297,24 @@ def design_abdomen(rng: np.random.Generator) -> AbdomenAnatomy:
     splenic_vein = Tube(
         np.stack([pancreas_pts[5] + (0, -12, 0), pancreas_pts[3] + (0, -14, 0), confluence]), np.array([4.0, 4.5, 5.0])
     )
+    return portal_vein, splenic_vein, ivc, aorta
 
+
+def _draw_rib_levels(rng: np.random.Generator) -> np.ndarray:
+    """(K, 3): posterior z (mm, shifted together), end angle (rad from the posterior midline), section scale."""
     rib_levels = np.array([[100.0, np.deg2rad(165), 1.0], [70.0, np.deg2rad(150), 1.0],
                            [40.0, np.deg2rad(125), 0.95], [12.0, np.deg2rad(95), 0.85]])
     rib_levels[:, 0] += _u(rng, -10, 10)
+    return rib_levels
 
+
+def _draw_tissue_hu(rng: np.random.Generator) -> dict:
+    """Nominal HU of every tissue."""
     # Portal-venous phase, like the enhancing vessels and kidney cortex below (and like LiTS / the
     # original's -21..189 HU window): the liver enhances to about 100 HU, the gallbladder stays near
     # water. An unenhanced liver (55-70 HU) would put hypodense tumours at the density of bile.
     liver_hu = _u(rng, 95.0, 115.0)
-    hu = {
+    return {
         T.AIR: -1000.0, T.SKIN: _u(rng, 10, 40), T.SUBCUTANEOUS_FAT: _u(rng, -110, -90),
         T.MUSCLE: _u(rng, 45, 58), T.VISCERAL_FAT: _u(rng, -105, -85), T.CORTICAL_BONE: _u(rng, 800, 1000),
         T.CANCELLOUS_BONE: _u(rng, 330, 420), T.LIVER: liver_hu, T.LIVER_VESSEL: _u(rng, 160, 195),
@@ -236,24 +323,24 @@ def design_abdomen(rng: np.random.Generator) -> AbdomenAnatomy:
         T.GUT_FLUID: _u(rng, 5, 25), T.GAS: -1000.0, T.ARTERY: _u(rng, 150, 200), T.VEIN: _u(rng, 120, 160),
         T.GALLBLADDER: _u(rng, 0, 20), T.CSF: _u(rng, 5, 20), T.DISC: _u(rng, 70, 100),
     }
-    textures = {
+
+
+def _draw_textures(rng: np.random.Generator) -> dict:
+    """Smooth HU fields added inside the parenchymal organs."""
+    return {
         T.LIVER: random_smooth_field(rng, std=_u(rng, 2.0, 5.0)),
         T.SPLEEN: random_smooth_field(rng, std=_u(rng, 2.0, 4.0)),
         T.KIDNEY_CORTEX: random_smooth_field(rng, std=4.0),
         T.PANCREAS: random_smooth_field(rng, std=_u(rng, 4.0, 8.0), wavelength_mm=(5.0, 15.0)),
     }
-    targets = {
+
+
+def _draw_volume_targets(rng: np.random.Generator) -> dict:
+    """Organ volumes (mL) that :func:`calibrate` scales the organs to."""
+    return {
         "liver": _u(rng, 1350.0, 1800.0), "spleen": _u(rng, 150.0, 250.0), "pancreas": _u(rng, 68.0, 92.0),
         "right_kidney": _u(rng, 132.0, 168.0), "left_kidney": _u(rng, 132.0, 168.0),
     }
-    return AbdomenAnatomy(
-        body=body, skin_mm=skin, fat_mm=fat, muscle_mm=muscle, spine=spine,
-        paraspinal=paraspinal, psoas=psoas, bowel=tuple(loops), stomach=stomach, spleen=spleen, pancreas=pancreas,
-        liver=liver, liver_anchor=anchor, gallbladder=gallbladder, kidneys=tuple(kidneys), renal_sinus=tuple(sinus),
-        portal_vein=portal_vein, splenic_vein=splenic_vein, ivc=ivc, aorta=aorta, rib_levels=rib_levels,
-        rib_slope=_u(rng, 0.4, 0.5), hu=hu, textures=textures, noise_std=_u(rng, 12.0, 18.0),
-        targets_ml=targets, scales={k: 1.0 for k in targets},
-    )
 
 
 #: Volume exponent of each calibrated organ's scale (ellipsoids scale in 3D, tubes in 2D).

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import abdomen, chest
-from .geometry import SUPPORTED_ORIENTATIONS, make_grid, oriented_affine, reorient, world_to_voxel
+from .geometry import SUPPORTED_ORIENTATIONS, Grid, make_grid, oriented_affine, reorient, world_to_voxel
 from .labels import TASK_ORGANS, multiorgan_label, organ_mask, single_organ_label
 from .lesions import (
     KIDNEY_LESIONS,
@@ -19,7 +19,7 @@ from .lesions import (
     paint_lesions,
     sample_lesions,
 )
-from .render import to_ct
+from .render import Canvas, to_ct
 from .tissues import BTCV_LABELS, CHEST_LABELS, Tissue
 
 #: Default voxel spacing (mm): anisotropic like clinical CT (thin in-plane, thick slices).
@@ -131,68 +131,23 @@ def generate_case(
     Returns:
         The :class:`PhantomCase`.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    organ = ORGANS[kind][0] if organ is None else organ
-    if organ not in ORGANS[kind]:
-        raise ValueError(f"organ of a {kind} case must be one of {ORGANS[kind]}, got {organ!r}")
-    if orientation.upper() not in SUPPORTED_ORIENTATIONS:
-        raise ValueError(f"orientation must be one of {SUPPORTED_ORIENTATIONS}, got {orientation!r}")
-    if int(seed) < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    organ = _checked_arguments(kind, seed, orientation, organ)
     anatomy_ss, lesion_ss, noise_ss = np.random.SeedSequence(int(seed)).spawn(3)
-    rng = np.random.default_rng(anatomy_ss)
+    scene = _build_scene(kind, organ, np.random.default_rng(anatomy_ss), spacing, fov_mm)
     host_spec = LESION_HOSTS[organ]
-    if kind == "abdomen":
-        anatomy = abdomen.design_abdomen(rng)
-        anatomy, reference = abdomen.calibrate(anatomy)
-        trees = abdomen.grow_liver_trees(anatomy, reference, rng)
-        grid = make_grid(fov_mm or abdomen.ABDOMEN_FOV_MM, spacing, centre=abdomen.ABDOMEN_FOV_CENTRE_MM)
-        canvas = abdomen.render_abdomen(anatomy, grid, trees)
-        host_ref = organ_mask(reference.organ, organ)
-        host = organ_mask(canvas.organ, organ)
-        organ_names = BTCV_LABELS
-    else:
-        anatomy = chest.design_chest(rng)
-        reference = chest.render_chest(anatomy, chest.reference_grid(), reference=True)
-        trees = chest.grow_lung_trees(anatomy, reference, rng)
-        grid = make_grid(fov_mm or chest.CHEST_FOV_MM, spacing, centre=chest.CHEST_FOV_CENTRE_MM)
-        canvas = chest.render_chest(anatomy, grid, trees)
-        host_ref = chest.lung_mask(reference)
-        host = chest.lung_mask(canvas)
-        organ_names = CHEST_LABELS
-    host_hu = anatomy.hu[host_spec.contrast_tissue]
-
-    records = []
-    hu = canvas.hu
-    lesion_mask = np.zeros(host.shape, dtype=bool)
+    host_hu = scene.anatomy.hu[host_spec.contrast_tissue]
     if lesions:
-        specs = sample_lesions(host_ref, reference.grid.spacing, np.random.default_rng(lesion_ss),
-                               style=host_spec.style, reference_hu=host_hu, origin=reference.grid.origin)
-        outside = np.isin(canvas.tissue, host_spec.grows_into) if host_spec.grows_into else None
-        hu, lesion_mask, records = paint_lesions(canvas.hu, host, specs, grid.spacing, origin=grid.origin,
-                                                 reference_hu=host_hu, outside_mask=outside)
-        canvas.tissue[lesion_mask] = Tissue.LESION
-        _give_outside_voxels_to_host(canvas.organ, lesion_mask, host)
-    if kind == "abdomen":
-        multiorgan = multiorgan_label(canvas.organ, canvas.tissue)
-        label = single_organ_label(multiorgan, organ)
+        hu, lesion_mask, records = _add_lesions(scene, host_spec, host_hu, np.random.default_rng(lesion_ss))
     else:
-        multiorgan = None
-        label = host.astype(np.uint8)
-        label[lesion_mask] = 2
-    image = to_ct(hu, grid.spacing, np.random.default_rng(noise_ss), anatomy.noise_std)
+        hu, lesion_mask, records = scene.canvas.hu, np.zeros(scene.host.shape, dtype=bool), []
+    multiorgan, label = _task_labels(kind, organ, scene, lesion_mask)
+    image = to_ct(hu, scene.grid.spacing, np.random.default_rng(noise_ss), scene.anatomy.noise_std)
 
     orientation = orientation.upper()
-    affine = oriented_affine(grid, orientation)
-    for rec in records:
-        rec["organ"] = organ
-        rec["centre_world_mm"] = rec.pop("centre_mm")
-        rec["centre_voxel"] = [round(float(v), 2) for v in world_to_voxel(affine, rec["centre_world_mm"])[0]]
-    volume_voxel = float(np.prod(grid.spacing)) / 1000.0
-    counts = np.bincount(canvas.organ.ravel(), minlength=256)
-    volumes = {name: round(float(counts[code]) * volume_voxel, 2) for name, code in organ_names.items()}
+    affine = oriented_affine(scene.grid, orientation)
+    _place_records(records, organ, affine)
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    canvas = scene.canvas
     return PhantomCase(
         kind=kind,
         organ=organ,
@@ -206,10 +161,110 @@ def generate_case(
         spacing=tuple(float(z) for z in zooms),
         orientation=orientation,
         lesions=records,
-        volumes_ml=volumes,
-        noise_std=float(anatomy.noise_std),
-        hu={Tissue(k).name.lower(): round(float(v), 1) for k, v in anatomy.hu.items()},
+        volumes_ml=_organ_volumes(canvas.organ, scene.organ_names, scene.grid.spacing),
+        noise_std=float(scene.anatomy.noise_std),
+        hu={Tissue(k).name.lower(): round(float(v), 1) for k, v in scene.anatomy.hu.items()},
     )
+
+
+def _checked_arguments(kind: str, seed: int, orientation: str, organ: str | None) -> str:
+    """Refuse unknown kinds, organs and orientations and negative seeds; returns the task organ."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    organ = ORGANS[kind][0] if organ is None else organ
+    if organ not in ORGANS[kind]:
+        raise ValueError(f"organ of a {kind} case must be one of {ORGANS[kind]}, got {organ!r}")
+    if orientation.upper() not in SUPPORTED_ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {SUPPORTED_ORIENTATIONS}, got {orientation!r}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    return organ
+
+
+@dataclass
+class _Scene:
+    """The rendered anatomy of a case before lesions and noise (arrays (H, W, D) in RAS voxel order).
+
+    Attributes:
+        anatomy: every random choice of the case (HU per tissue, noise level, ...).
+        reference: the render on the fixed reference grid (lesions are placed there).
+        grid: the output grid.
+        canvas: the render on the output grid (HU, tissue and organ maps).
+        host_reference, host: the task organ's mask on the reference and on the output grid.
+        organ_names: organ-map code of each organ name.
+    """
+
+    anatomy: abdomen.AbdomenAnatomy | chest.ChestAnatomy
+    reference: Canvas
+    grid: Grid
+    canvas: Canvas
+    host_reference: np.ndarray
+    host: np.ndarray
+    organ_names: dict
+
+
+def _build_scene(kind: str, organ: str, rng: np.random.Generator, spacing, fov_mm) -> _Scene:
+    """Draw the anatomy from ``rng`` and render it on the reference grid and on the output grid (``spacing`` mm)."""
+    if kind == "abdomen":
+        anatomy = abdomen.design_abdomen(rng)
+        anatomy, reference = abdomen.calibrate(anatomy)
+        trees = abdomen.grow_liver_trees(anatomy, reference, rng)
+        grid = make_grid(fov_mm or abdomen.ABDOMEN_FOV_MM, spacing, centre=abdomen.ABDOMEN_FOV_CENTRE_MM)
+        canvas = abdomen.render_abdomen(anatomy, grid, trees)
+        return _Scene(anatomy, reference, grid, canvas, organ_mask(reference.organ, organ),
+                      organ_mask(canvas.organ, organ), BTCV_LABELS)
+    anatomy = chest.design_chest(rng)
+    reference = chest.render_chest(anatomy, chest.reference_grid(), reference=True)
+    trees = chest.grow_lung_trees(anatomy, reference, rng)
+    grid = make_grid(fov_mm or chest.CHEST_FOV_MM, spacing, centre=chest.CHEST_FOV_CENTRE_MM)
+    canvas = chest.render_chest(anatomy, grid, trees)
+    return _Scene(anatomy, reference, grid, canvas, chest.lung_mask(reference), chest.lung_mask(canvas), CHEST_LABELS)
+
+
+def _add_lesions(scene: _Scene, host_spec: LesionHost, host_hu: float, rng: np.random.Generator):
+    """Draw lesions on the reference grid and paint them on the output grid.
+
+    The canvas's tissue map marks the lesion voxels and its organ map gives exophytic lesion
+    voxels to their organ (in place).
+
+    Returns:
+        ``(HU volume with the lesions, lesion mask, one record per lesion)``.
+    """
+    canvas, grid, reference = scene.canvas, scene.grid, scene.reference
+    specs = sample_lesions(scene.host_reference, reference.grid.spacing, rng, style=host_spec.style,
+                           reference_hu=host_hu, origin=reference.grid.origin)
+    outside = np.isin(canvas.tissue, host_spec.grows_into) if host_spec.grows_into else None
+    hu, lesion_mask, records = paint_lesions(canvas.hu, scene.host, specs, grid.spacing, origin=grid.origin,
+                                             reference_hu=host_hu, outside_mask=outside)
+    canvas.tissue[lesion_mask] = Tissue.LESION
+    _give_outside_voxels_to_host(canvas.organ, lesion_mask, scene.host)
+    return hu, lesion_mask, records
+
+
+def _task_labels(kind: str, organ: str, scene: _Scene, lesion_mask: np.ndarray):
+    """``(multi-organ label or None, task label)``: abdomen labels from the organ and tissue maps, chest ones
+    from the lung mask (1) and the lesions (2)."""
+    if kind == "abdomen":
+        multiorgan = multiorgan_label(scene.canvas.organ, scene.canvas.tissue)
+        return multiorgan, single_organ_label(multiorgan, organ)
+    label = scene.host.astype(np.uint8)
+    label[lesion_mask] = 2
+    return None, label
+
+
+def _place_records(records: list, organ: str, affine: np.ndarray) -> None:
+    """Name each lesion's organ and give its centre in world mm and in voxels of ``affine`` (in place)."""
+    for rec in records:
+        rec["organ"] = organ
+        rec["centre_world_mm"] = rec.pop("centre_mm")
+        rec["centre_voxel"] = [round(float(v), 2) for v in world_to_voxel(affine, rec["centre_world_mm"])[0]]
+
+
+def _organ_volumes(organs: np.ndarray, organ_names: dict, spacing) -> dict:
+    """Volume (mL, 2 decimals) of each named organ of the organ map at voxel size ``spacing`` mm."""
+    volume_voxel = float(np.prod(spacing)) / 1000.0
+    counts = np.bincount(organs.ravel(), minlength=256)
+    return {name: round(float(counts[code]) * volume_voxel, 2) for name, code in organ_names.items()}
 
 
 def _give_outside_voxels_to_host(organs: np.ndarray, lesion_mask: np.ndarray, host: np.ndarray) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from labelfree.phantom.case import DEFAULT_SPACING
 from labelfree.phantom.geometry import SUPPORTED_ORIENTATIONS
+from labelfree.runtime.cli_errors import exits_on
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -64,21 +65,18 @@ def print_summary(info: dict, root: Path) -> None:
           f"datalists: {', '.join(info['datalists']) or 'none (a datalist needs both of its lists non-empty)'}")
 
 
+@exits_on(FileExistsError, NotADirectoryError, ValueError)
 def main(args: argparse.Namespace) -> int:
     from labelfree.phantom import make_phantom_dataset
 
     root = Path(args.out)
-    try:
-        info = make_phantom_dataset(
-            root, n_healthy=args.n_healthy, n_tumor=args.n_tumor, n_chest_healthy=args.n_chest_healthy,
-            n_chest_nodule=args.n_chest_nodule, n_pancreas_tumor=args.n_pancreas_tumor,
-            n_kidney_tumor=args.n_kidney_tumor, seed=args.seed, spacing=tuple(args.spacing),
-            orientation=args.orientation, overwrite=args.overwrite, previews=not args.no_previews,
-            workers=min(args.workers, os.cpu_count() or 1),
-        )
-    except (FileExistsError, NotADirectoryError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    info = make_phantom_dataset(
+        root, n_healthy=args.n_healthy, n_tumor=args.n_tumor, n_chest_healthy=args.n_chest_healthy,
+        n_chest_nodule=args.n_chest_nodule, n_pancreas_tumor=args.n_pancreas_tumor,
+        n_kidney_tumor=args.n_kidney_tumor, seed=args.seed, spacing=tuple(args.spacing),
+        orientation=args.orientation, overwrite=args.overwrite, previews=not args.no_previews,
+        workers=min(args.workers, os.cpu_count() or 1),
+    )
     print_summary(info, root)
     return 0
 

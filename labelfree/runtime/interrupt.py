@@ -142,7 +142,8 @@ def training_phase() -> Iterator[None]:
     try:
         yield
     finally:
-        _state.phase = "preparing"
+        # A stop request belongs to this training phase only (a later run in the same process starts clean).
+        _state.phase, _state.requested = "preparing", None
 
 
 def requested() -> int | None:

@@ -13,8 +13,10 @@ from typing import Sequence
 
 import torch
 
-from labelfree.io.checkpoint import CheckpointError, check_weights_match, extract_state_dict, load_checkpoint
 from labelfree.config.settings import RunSettings
+from labelfree.io.checkpoint import (USES, CheckpointError, check_fit, check_weights_match, extract_state_dict,
+                                     flag_differences, load_checkpoint)
+from labelfree.networks.freeze import frozen
 from tumor_synthesis.learned import GeneratorConfig, GeneratorState, TumorGenerator, synthetic_tumor_mask
 
 #: File name of the generator checkpoint in a ``syn_train.py`` logdir.
@@ -43,9 +45,8 @@ def read_generator(path: str | Path, settings: RunSettings | None = None) -> Gen
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"--syn_generator {path}: unreadable generator configuration ({e})") from None
     if settings is not None:
-        differences = crop_mismatches(config, settings.organ, settings.window, settings.spacing)
-        if differences:
-            raise CheckpointError(f"--syn_generator {path} was trained for other crops: " + "; ".join(differences))
+        check_fit(generator_crop(config.organ, config.window, config.spacing), path, USES["generator"],
+                  generator_crop(settings.organ, settings.window, settings.spacing))
         if any(r % config.divisor for r in settings.roi):
             raise CheckpointError(f"--syn_generator {path}: the patch size {settings.roi} must be a multiple of "
                                   f"{config.divisor} (the generator's downsampling)")
@@ -54,11 +55,17 @@ def read_generator(path: str | Path, settings: RunSettings | None = None) -> Gen
     return GeneratorState(config, weights)
 
 
+def generator_crop(organ: str, window: Sequence[float], spacing: Sequence[float]) -> dict:
+    """The crops a generator paints, under the names of their flags (organ, a_min/a_max in HU, space_x/y/z in mm)."""
+    return {"organ": organ, "a_min": float(window[0]), "a_max": float(window[1]),
+            **{f"space_{a}": float(s) for a, s in zip("xyz", spacing)}}
+
+
 def crop_mismatches(config: GeneratorConfig, organ: str, window, spacing) -> list[str]:
-    """How the crops a generator was trained on differ from these (organ, window, spacing); empty: they fit."""
-    wanted = (("organ", config.organ, organ), ("window (HU)", config.window, tuple(float(w) for w in window)),
-              ("spacing (mm)", config.spacing, tuple(float(x) for x in spacing)))
-    return [f"{what} {theirs} vs this run's {ours}" for what, theirs, ours in wanted if theirs != ours]
+    """How the crops a generator was trained on differ from these (the ``"generator"`` use of the one
+    rule, ``labelfree.io.checkpoint.USES``); empty: they fit."""
+    return flag_differences(generator_crop(config.organ, config.window, config.spacing),
+                            generator_crop(organ, window, spacing), USES["generator"].refused)
 
 
 class LearnedSynthesis:
@@ -71,9 +78,7 @@ class LearnedSynthesis:
     """
 
     def __init__(self, generator: TumorGenerator, tumor_labels: Sequence[int], amp: bool = False) -> None:
-        self.generator = generator.eval()
-        for p in self.generator.parameters():
-            p.requires_grad_(False)
+        self.generator = frozen(generator)
         self.tumor_labels = tuple(int(t) for t in tumor_labels)
         self.amp = bool(amp)
 

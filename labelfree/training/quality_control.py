@@ -21,11 +21,11 @@ from typing import Sequence
 
 import torch
 
-from labelfree.io.checkpoint import CheckpointError, check_weights_match, extract_state_dict, load_checkpoint
 from labelfree.config.settings import RunSettings
+from labelfree.io.checkpoint import USES, CheckpointError, check_fit, check_weights_match, extract_state_dict, load_checkpoint
+from labelfree.networks.freeze import frozen
 
 DEFAULT_THRESHOLD = 0.7
-
 
 
 @dataclass
@@ -59,9 +59,7 @@ class SyntheticTumorQC:
                  amp: bool = False) -> None:
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"the QC threshold must be in [0, 1), got {threshold}")
-        self.segmentor = segmentor.eval()
-        for p in self.segmentor.parameters():
-            p.requires_grad_(False)
+        self.segmentor = frozen(segmentor)
         self.tumor_labels = tuple(int(t) for t in tumor_labels)
         self.threshold = float(threshold)
         self.amp = bool(amp)
@@ -95,8 +93,8 @@ class SyntheticTumorQC:
         return image, label, QCStats(checked=int(check.sum()), accepted=int(keep.sum()))
 
 
-def load_qc_segmentor(path: str, run: RunSettings, device: torch.device) -> torch.nn.Module:
-    """The frozen segmentor of ``--syn_qc``, checked against this run's settings.
+def load_qc_segmentor(path: str, run: RunSettings, device: torch.device, what: str = "--syn_qc") -> torch.nn.Module:
+    """The frozen segmentor of ``--syn_qc`` (``what``), checked against this run's settings.
 
     Raises:
         CheckpointError: unreadable file, no recorded settings, weights that do not fit its
@@ -106,23 +104,11 @@ def load_qc_segmentor(path: str, run: RunSettings, device: torch.device) -> torc
     checkpoint = load_checkpoint(path)
     settings = RunSettings.from_checkpoint(checkpoint)
     if settings is None:
-        raise CheckpointError(f"--syn_qc {path}: no settings or arguments recorded; it must be a checkpoint "
+        raise CheckpointError(f"{what} {path}: no settings or arguments recorded; it must be a checkpoint "
                               "written by main.py (trained on real tumors)")
-    differences = [
-        f"{what} {theirs} vs this run's {ours}"
-        for what, theirs, ours in (
-            ("organ", settings.organ, run.organ),
-            ("classes", settings.num_classes, run.num_classes),
-            ("window (HU)", settings.window, run.window),
-            ("spacing (mm)", settings.spacing, run.spacing),
-        )
-        if theirs != ours
-    ]
-    if differences:
-        raise CheckpointError(f"--syn_qc {path} was trained with other preprocessing or labels: "
-                              + "; ".join(differences))
+    check_fit(settings.flat(), path, USES["qc_segmentor"], run.flat(), what=what)
     model = settings.build_model()
     weights = extract_state_dict(checkpoint, path)
     check_weights_match(model.state_dict(), weights, path)
     model.load_state_dict(weights, strict=True)
-    return model.to(device)
+    return frozen(model.to(device))

@@ -15,7 +15,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Hashable, Mapping
+from typing import Any, Callable, Hashable, Mapping
 
 import torch
 from labelfree.data.wrappers import SYNTHESIS_SECONDS_KEY
@@ -77,16 +77,18 @@ class EpochTiming:
 class StepTimer:
     """Stopwatch of one epoch's steps; call :meth:`batch_arrived` and :meth:`step_done` around each step."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, clock: Callable[[], float] = time.perf_counter) -> None:
+        """``clock``: seconds from an arbitrary origin (a stand-in makes the arithmetic testable)."""
         self.device = torch.device(device)
+        self._clock = clock
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.steps = self.samples = self.synthesized = 0
         self.data_wait_s = self.compute_s = self.synthesis_s = 0.0
-        self._mark = time.perf_counter()
+        self._mark = self._clock()
 
     def batch_arrived(self, batch: Mapping[Hashable, Any]) -> None:
-        now = time.perf_counter()
+        now = self._clock()
         self.data_wait_s += now - self._mark
         self._mark = now
         seconds = batch.get(SYNTHESIS_SECONDS_KEY) if isinstance(batch, Mapping) else None
@@ -97,7 +99,7 @@ class StepTimer:
 
     def step_done(self, samples: int) -> None:
         """End of a step (after a host synchronisation such as ``loss.item()``)."""
-        now = time.perf_counter()
+        now = self._clock()
         self.compute_s += now - self._mark
         self._mark = now
         self.steps += 1

@@ -1,6 +1,6 @@
 """The GPU check script's CPU dry run: every part runs to completion and its figures are written.
 
-The torchrun part is skipped here: ``tests/test_train_cli.py`` already runs main.py under
+The torchrun part is skipped here: ``tests/labelfree/cli/test_train.py`` already runs main.py under
 torchrun on CPU, and a second interpreter start would double this test's time.
 """
 
@@ -25,6 +25,7 @@ def _gpu_check():
     return module
 
 
+@pytest.mark.slow
 def test_cpu_dry_run_runs_every_part_and_writes_json_and_markdown(tmp_path):
     gpu_check = _gpu_check()
     threads = torch.get_num_threads()
@@ -65,5 +66,5 @@ def test_cpu_dry_run_runs_every_part_and_writes_json_and_markdown(tmp_path):
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: the error path cannot be reached")
-    with pytest.raises(SystemExit, match="no GPU is visible"):
+    with pytest.raises(SystemExit, match="no CUDA GPU is visible"):
         _gpu_check().main(["--device", "cuda", "--out", str(tmp_path)])

@@ -16,7 +16,8 @@ from tumor_synthesis.learned import (REAL_TUMOR, SYNTHETIC_TUMOR, GeneratorConfi
                                      build_discriminator, discriminator_loss, discriminator_targets, generator_loss,
                                      paint_volume, synthetic_tumor_mask)
 
-from tests.labelfree.cli.test_train import SMALL, data_flags, free_port, make_root, read_scalars, run_cli
+from labelfree.training.events import read_scalars
+from tests.helpers.training import SMALL, data_flags, free_port, make_root, run_cli
 
 LIVER = GeneratorConfig(organ="liver", window=(-21.0, 189.0), spacing=(3.0, 3.0, 3.0), sign=-1, channels=(8, 16),
                         roi=(16, 16, 16))
@@ -192,6 +193,7 @@ def _syn_flags(root, logdir, *more):
             *more]
 
 
+@pytest.mark.slow
 def test_syn_train_writes_a_generator_losses_and_previews_and_resumes_where_it_stopped(gan_root, tmp_path, capsys):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     syn_train.main(_syn_flags(gan_root, straight, "--max_epochs", "2", "--preview_every", "1"))
@@ -203,6 +205,13 @@ def test_syn_train_writes_a_generator_losses_and_previews_and_resumes_where_it_s
     for key in ("state_dict", "discriminator"):
         for name, tensor in a[key].items():
             assert torch.allclose(tensor, b[key][name], atol=1e-6), (key, name)
+    # A finished run resumed with another learning rate: said in the one format of every resume, nothing trained.
+    syn_train.main(_syn_flags(gan_root, stopped, "--max_epochs", "2", "--resume", "--lr", "1e-3"))
+    out = capsys.readouterr().out
+    assert (f"note: --resume checkpoint {stopped / 'generator.pt'} was saved with --lr 0.0002 (this run: 0.001); "
+            "the networks' and optimizers' state come from the checkpoint") in out
+    assert "nothing to train: 2 of 2 epochs already done" in out
+    assert load_checkpoint(stopped / "generator.pt")["global_step"] == 2
     state = read_generator(straight / "generator.pt")
     assert state.config.roi == (32, 32, 32) and state.config.sign == -1 and state.config.channels == (8, 16)
     scalars = read_scalars(straight)
@@ -275,7 +284,8 @@ def test_main_trains_with_the_generator_and_quality_control_on_cpu(gan_root, gen
     (["--syn", "--synthesis", "gan", "--syn_generator", "{missing}"], "--syn_generator file not found"),
     (["--syn", "--synthesis", "gan", "--syn_generator", "{segmentor}"], "is not a tumor generator checkpoint"),
     (["--syn", "--synthesis", "gan", "--syn_generator", "{generator}", "--space_x", "2"],
-     "was trained for other crops: spacing (mm) (3.0, 3.0, 3.0) vs this run's (2.0, 3.0, 3.0)"),
+     "generator.pt was saved with --space_x 3.0 (this run: 2.0); a generator repaints crops of the organ, window "
+     "and spacing it was trained on"),
     (["--syn", "--syn_generator", "{generator}"], "--syn_generator is the learned model's weights: it needs --synthesis gan"),
 ])
 def test_main_rejects_a_missing_or_wrong_generator_before_training(gan_root, generator_32, tmp_path, capsys, flags,
@@ -312,6 +322,7 @@ def _save_generator(path, config):
     return path
 
 
+@pytest.mark.slow
 def test_the_realism_tool_paints_whole_cases_with_the_generator_inside_the_organ_only(gan_root, tmp_path):
     import argparse
 
@@ -334,5 +345,6 @@ def test_the_realism_tool_paints_whole_cases_with_the_generator_inside_the_organ
     tumor = out["label"] == 2
     assert (image[tumor] < healthy[tumor]).float().mean() > 0.9  # darker, as the liver profile says
     args.space = (2.0, 2.0, 2.0)
-    with pytest.raises(ValueError, match=r"trained for other crops: spacing \(mm\) \(3.0, 3.0, 3.0\)"):
+    with pytest.raises(ValueError, match=r"trained for other crops: --space_x 3.0 \(this run: 2.0\); "
+                                         r"--space_y 3.0 \(this run: 2.0\); --space_z 3.0 \(this run: 2.0\)"):
         make_synthesizer(args, profile)

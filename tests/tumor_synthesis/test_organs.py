@@ -144,7 +144,7 @@ def test_tumor_type_mix_of_the_transform_is_early_0_8():
     draws = []
     for _ in range(2000):
         transform.randomize(None)
-        draws.append(transform._tumor_type)
+        draws.append(transform.tumor_generate._tumor_type)  # the dictionary transform draws in its array one
     early = np.mean([d in ("few_tiny", "few_small") for d in draws])
     assert early == pytest.approx(0.8, abs=0.03)
     assert np.mean([d == "one_large" for d in draws]) == pytest.approx(0.1, abs=0.02)

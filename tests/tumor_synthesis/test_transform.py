@@ -8,58 +8,16 @@ import torch
 from monai.data import DataLoader, Dataset, MetaTensor
 from scipy import ndimage
 
-import tumor_synthesis.transform as transform_module
+import tumor_synthesis.models.ellipsoid as ellipsoid_module
+from tests.tumor_synthesis.cases import (ALL_TYPES, INPUTS, as_numpy, check_painted, make_case, meta_tensor, only,
+                                         output_type, torch_dtype)
 from tumor_synthesis import TumorGenerated, get_organ_profile, synthesize_tumors
 
-ALL_TYPES = ("tiny", "small", "medium", "large", "mix")
 
-
-def make_case(shape=(48, 44, 36), center=None, radii=(18, 15, 13), seed=0):
-    """(image int16 HU, label uint8): an ellipsoid organ of ~60 HU in -100 HU background."""
-    center = center if center is not None else tuple(n / 2 for n in shape)
-    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
-    organ = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, center, radii)) < 1
-    rng = np.random.default_rng(seed)
-    image = np.where(organ, 60, -100) + rng.normal(0, 8, shape)
-    return image.astype(np.int16), organ.astype(np.uint8)
-
-
-def only(tumor_type):
-    return [1.0 if t == tumor_type else 0.0 for t in ALL_TYPES]
-
-
-def as_numpy(x):
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-AFFINE_2MM = np.diag([2.0, 2.0, 2.0, 1.0])
-
-
-def meta_tensor(array, name, affine=AFFINE_2MM):
-    return MetaTensor(torch.from_numpy(array), affine=torch.tensor(affine), meta={"filename_or_obj": name})
-
-
-# Channel-first inputs as MONAI pipelines hand them over, like MONAI's own transform tests.
-INPUTS = {
-    "numpy-int16": lambda img, lab: (img[None], lab[None]),
-    "numpy-float32": lambda img, lab: (img[None].astype(np.float32), lab[None].astype(np.float32)),
-    "torch-float32": lambda img, lab: (torch.from_numpy(img[None].astype(np.float32)), torch.from_numpy(lab[None])),
-    "metatensor": lambda img, lab: (
-        meta_tensor(img[None].astype(np.float32), "img.nii.gz"),
-        meta_tensor(lab[None].astype(np.float32), "lab.nii.gz"),
-    ),
-}
-
-
-def check_invariants(img_in, lab_in, img_out, lab_out):
-    img_in, lab_in, img_out, lab_out = (as_numpy(a)[0] for a in (img_in, lab_in, img_out, lab_out))
-    organ = lab_in == 1
-    assert set(np.unique(lab_out)) <= {0, 1, 2}
-    assert np.array_equal(lab_out == 0, lab_in == 0)  # background stays background
-    assert np.all(organ[lab_out == 2])  # tumor only inside the organ
-    assert np.array_equal(img_out[~organ], img_in[~organ])  # bit-identical outside the organ
-    assert np.all(img_out[organ] <= img_in[organ])  # liver tumors only darken
-    return lab_out == 2
+def unpainted(out, data) -> bool:
+    """``out`` holds ``data``'s image and label unpainted: tensors of the same values, sharing their memory."""
+    return all(isinstance(out[k], torch.Tensor) and np.shares_memory(as_numpy(out[k]), as_numpy(data[k]))
+               and np.array_equal(as_numpy(out[k]), as_numpy(data[k])) for k in ("image", "label"))
 
 
 @pytest.mark.parametrize("kind", list(INPUTS))
@@ -73,38 +31,56 @@ def test_output_keeps_type_dtype_and_metadata(kind):
     out = t({"image": img_in, "label": lab_in, "other": "kept"})
     assert out["other"] == "kept"
     for key, ref in (("image", img_in), ("label", lab_in)):
-        assert type(out[key]) is type(ref)
-        assert out[key].dtype == ref.dtype and tuple(out[key].shape) == tuple(ref.shape)
+        # MONAI's convention: tensors out (a MetaTensor stays one), the input's dtype.
+        assert type(out[key]) is output_type(ref)
+        assert out[key].dtype == torch_dtype(ref) and tuple(out[key].shape) == tuple(ref.shape)
     if isinstance(img_in, MetaTensor):
         assert out["image"].meta["filename_or_obj"] == "img.nii.gz"
         assert out["label"].meta["filename_or_obj"] == "lab.nii.gz"
         assert torch.equal(out["image"].affine, img_in.affine)
         assert out["image"].applied_operations == [{"class": "Spacingd"}]
-    tumor = check_invariants(img_in, lab_in, out["image"], out["label"])
-    assert tumor.any()
+    check_painted(img_in, lab_in, out["image"], out["label"])
     # The inputs themselves are left alone.
     assert np.array_equal(as_numpy(img_in), before[0]) and np.array_equal(as_numpy(lab_in), before[1])
+
+
+@pytest.mark.parametrize("kind", list(INPUTS))
+def test_output_types_are_the_same_painted_or_not(kind):
+    """Painted, not drawn (prob 0), skipped (a tumor already there) or without organ: one output type."""
+    img, lab = make_case()
+    with_tumor = lab.copy()
+    with_tumor[20:23, 20:23, 16:19] = 2
+    samples = {"painted": (1.0, lab), "not drawn": (0.0, lab), "has a tumor": (1.0, with_tumor),
+               "no organ": (1.0, np.zeros_like(lab))}
+    seen = {}
+    for name, (prob, label) in samples.items():
+        img_in, lab_in = INPUTS[kind](img, label)
+        out = TumorGenerated(prob=prob).set_random_state(0)({"image": img_in, "label": lab_in})
+        seen[name] = tuple((type(out[k]), out[k].dtype, out[k].device) for k in ("image", "label"))
+        assert seen[name] == ((output_type(img_in), torch_dtype(img_in), torch.device("cpu")),
+                              (output_type(lab_in), torch_dtype(lab_in), torch.device("cpu")))
+        assert bool((as_numpy(out["label"]) == 2).sum() > (label == 2).sum()) == (name == "painted")
+    assert len(set(seen.values())) == 1
 
 
 def test_inplace_writes_into_the_inputs():
     img, lab = make_case()
     img_in, lab_in = img[None].copy(), lab[None].copy()
     out = TumorGenerated(prob=1.0, inplace=True).set_random_state(1)({"image": img_in, "label": lab_in})
-    assert np.shares_memory(out["image"], img_in) and np.shares_memory(out["label"], lab_in)
-    assert (lab_in == 2).any()
-    check_invariants(img[None], lab[None], out["image"], out["label"])
+    assert np.shares_memory(as_numpy(out["image"]), img_in) and np.shares_memory(as_numpy(out["label"]), lab_in)
+    check_painted(img[None], lab[None], img_in, lab_in)
 
 
 def test_prob_zero_and_existing_tumor_leave_the_sample_unchanged():
     img, lab = make_case()
     data = {"image": img[None], "label": lab[None]}
     out = TumorGenerated(prob=0.0).set_random_state(0)(data)
-    assert out["image"] is data["image"] and out["label"] is data["label"]
+    assert unpainted(out, data)
     with_tumor = lab.copy()
     with_tumor[20:23, 20:23, 16:19] = 2
     data = {"image": img[None], "label": with_tumor[None]}
     out = TumorGenerated(prob=1.0).set_random_state(0)(data)
-    assert out["image"] is data["image"] and out["label"] is data["label"]
+    assert unpainted(out, data)
 
 
 def test_set_random_state_reproduces_a_sample_exactly():
@@ -136,7 +112,7 @@ def test_empty_organ_returns_the_sample_quietly():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = TumorGenerated(prob=1.0).set_random_state(0)(data)
-    assert out["image"] is data["image"] and out["label"] is data["label"]
+    assert unpainted(out, data)
 
 
 @pytest.mark.parametrize(
@@ -154,17 +130,17 @@ def test_edge_cases_keep_the_invariants(shape, center, radii, tumor_type):
     t = TumorGenerated(prob=1.0, tumor_prob=only(tumor_type))
     for seed in range(3):
         out = t.set_random_state(seed)({"image": img[None], "label": lab[None]})
-        check_invariants(img[None], lab[None], out["image"], out["label"])
+        check_painted(img[None], lab[None], out["image"], out["label"])
 
 
 def test_spacing_comes_from_the_affine_or_the_argument(monkeypatch):
     seen = []
 
-    def spy(image, label, rng, tumor_type, profile, spacing, inplace):
+    def spy(image, label, rng, tumor_type, profile, spacing, inplace, **options):
         seen.append(tuple(spacing))
         return None
 
-    monkeypatch.setattr(transform_module, "synthesize_tumors", spy)
+    monkeypatch.setattr(ellipsoid_module, "synthesize_tumors", spy)
     img, lab = make_case()
     affine = np.diag([0.8, 0.75, 2.5, 1.0])
     meta = {"image": meta_tensor(img[None], "img", affine), "label": meta_tensor(lab[None], "lab", affine)}
@@ -222,7 +198,9 @@ def test_missing_keys_follow_allow_missing_keys():
     with pytest.raises(KeyError):
         TumorGenerated(prob=1.0)({"image": img[None]})
     data = {"image": img[None]}
-    assert TumorGenerated(prob=1.0, allow_missing_keys=True)(data)["image"] is data["image"]
+    out = TumorGenerated(prob=1.0, allow_missing_keys=True)(data)
+    assert isinstance(out["image"], torch.Tensor) and np.shares_memory(as_numpy(out["image"]), data["image"])
+    assert "label" not in out
 
 
 def test_application_rate_follows_prob():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from labelfree.runtime.cli_errors import exits_on
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -26,28 +27,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@exits_on(FileNotFoundError, ImportError, ValueError)
 def main(argv: list[str] | None = None) -> int:
     from labelfree.apps.nnunet.install import install_trainers, trainer_dir, uninstall_trainers
 
     args = get_args_parser().parse_args(argv)
-    try:
-        if args.command == "install":
-            print(f"wrote {install_trainers()}: nnUNetv2_train ... -tr nnUNetTrainerSynTumor")
-        elif args.command == "uninstall":
-            path = uninstall_trainers()
-            print(f"removed {path}" if path else "nothing to remove")
-        elif args.command == "trainer-dir":
-            current = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
-            folder = str(trainer_dir())
-            print(os.pathsep.join(current if folder in current else current + [folder]))
-        else:
-            from labelfree.apps.nnunet.normalization import widen_ct_window
+    if args.command == "install":
+        print(f"wrote {install_trainers()}: nnUNetv2_train ... -tr nnUNetTrainerSynTumor")
+    elif args.command == "uninstall":
+        path = uninstall_trainers()
+        print(f"removed {path}" if path else "nothing to remove")
+    elif args.command == "trainer-dir":
+        current = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+        folder = str(trainer_dir())
+        print(os.pathsep.join(current if folder in current else current + [folder]))
+    else:
+        from labelfree.apps.nnunet.normalization import widen_ct_window
 
-            result = widen_ct_window(args.plans, args.lower_hu)
-            print(f"{result['file']}: CT window lower edge {result['old_lower']:g} -> {result['new_lower']:g} HU")
-    except (FileNotFoundError, ImportError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        result = widen_ct_window(args.plans, args.lower_hu)
+        print(f"{result['file']}: CT window lower edge {result['old_lower']:g} -> {result['new_lower']:g} HU")
     return 0
 
 

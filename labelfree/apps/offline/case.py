@@ -29,6 +29,7 @@ from labelfree.evaluation.lesions import equivalent_sphere_radius_mm
 
 from labelfree.masks import label_components
 from labelfree.io.atomic import save_nifti_atomic, write_json_atomic
+from labelfree.io.readers import voxel_spacing
 
 #: Names of the files of one sample below the output root (nnU-Net v2 raw-data naming).
 IMAGES_DIR, LABELS_DIR, RECORDS_DIR = "imagesTr", "labelsTr", "records"
@@ -175,26 +176,33 @@ def build_transform(settings: Settings, tumor_type: str | None, spacing):
 
 
 def _load_pair(image_path: str, label_path: str):
-    """Image (float32 HU), label (uint8), the image's affine and its on-disk dtype."""
-    import nibabel as nib
+    """Image (float32 HU), label (uint8), the image's affine and its on-disk dtype.
 
-    arrays = []
+    Read through :mod:`labelfree.io.readers` (a one-channel 4D NIfTI is a 3D volume there, as
+    everywhere); the on-disk dtype is the NIfTI header's (other formats: the array's).
+    """
+    from labelfree.io.formats import ReaderError, path_exists
+    from labelfree.io.readers import read_volume
+
+    volumes = []
     for what, path in (("image", image_path), ("label", label_path)):
-        if not Path(path).is_file():
+        if not path_exists(path):
             raise OfflineError(f"{what} file not found: {path}")
         try:
-            img = nib.load(path)
-            arrays.append((img, np.asanyarray(img.dataobj)))
-        except Exception as e:  # nibabel raises several types for corrupt files
-            raise OfflineError(f"{what} file unreadable: {path} ({type(e).__name__}: {e})") from e
-    (image_img, image), (_, label) = arrays
-    if image.ndim != 3 or image.shape != label.shape:
+            volumes.append(read_volume(path))
+        except ReaderError as e:
+            raise OfflineError(f"{what} file unreadable: {e}") from e
+    image_volume, label_volume = volumes
+    image, label = np.asarray(image_volume.array), np.asarray(label_volume.array)
+    if image.shape != label.shape:
         raise OfflineError(f"image {image_path} {image.shape} and label {label_path} {label.shape} must be 3D "
                            "volumes of one shape")
     rounded = np.rint(label)
     if not np.array_equal(rounded, label) or rounded.min() < 0 or rounded.max() > 255:
         raise OfflineError(f"label {label_path} must hold small non-negative integers")
-    return image.astype(np.float32), rounded.astype(np.uint8), image_img.affine, image_img.get_data_dtype()
+    header = image_volume.header
+    image_dtype = header.get_data_dtype() if header is not None else image.dtype
+    return image.astype(np.float32), rounded.astype(np.uint8), image_volume.affine, image_dtype
 
 
 def _check_label_values(label: np.ndarray, profile, label_path: str) -> None:
@@ -212,7 +220,7 @@ def _ras_reorientation(affine: np.ndarray):
     ornt = nib.orientations.io_orientation(affine)
     to_ras_ornt = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("RAS"))
     back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), ornt)
-    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    zooms = voxel_spacing(affine)
     spacing = tuple(float(zooms[int(np.flatnonzero(to_ras_ornt[:, 0] == axis)[0])]) for axis in range(3))
 
     def to_ras(a):
@@ -226,7 +234,7 @@ def _ras_reorientation(affine: np.ndarray):
 
 def _lesions(label: np.ndarray, affine: np.ndarray, profile) -> list[dict]:
     """Every tumor component (26-connected) of ``label``: centre (voxel index and world mm), volume, size."""
-    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    zooms = voxel_spacing(affine)
     voxel_ml = float(np.prod(zooms)) / 1000.0
     records = []
     for member in profile.members:

@@ -48,6 +48,7 @@ from pathlib import Path
 
 from labelfree.io.atomic import write_json_atomic
 from labelfree.apps.offline.case import OfflineError, Settings, process_case
+from labelfree.runtime.cli_errors import exits_on
 
 CONFIG_NAME = "offline_config.json"
 NNUNET_DATASET_PATTERN = re.compile(r"^Dataset\d{3}_[A-Za-z0-9_\-]+$")
@@ -273,14 +274,11 @@ def _write_indexes(root: Path, records: list[dict], settings: Settings, args) ->
             synthesis={"organ": settings.organ, "synthesis": settings.synthesis}))
 
 
+@exits_on(OfflineError)
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point (``labelfree-synthesize``)."""
     args = get_args_parser().parse_args(argv)
-    try:
-        summary = run(args)
-    except OfflineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = run(args)
     for name, message in sorted(summary["errors"].items()):
         print(f"error: case {name}: {message}", file=sys.stderr)
     if summary["not_painted"]:

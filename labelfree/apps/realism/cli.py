@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from labelfree.data.datalist import DatalistError
+from labelfree.runtime.cli_errors import exits_on
 
 #: The synthesis model ``TumorGenerated`` uses when given none (passed on only when another is asked for).
 DEFAULT_SYNTHESIS = "ellipsoid"
@@ -268,35 +270,14 @@ def _case_name(path: str, root: str) -> str:
         return str(path)
 
 
-def _resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here")
-    return device
-
-
 def run(args: argparse.Namespace) -> dict:
     """Measure, compare, test; write the outputs and return the content of ``realism.json``."""
-    from labelfree.io.atomic import write_json_atomic, write_text_atomic
-    from tumor_synthesis.organs import MultiOrganProfile, get_organ_profile
-    from labelfree.apps.realism.classifier import RADIUS_BIN_EDGES_MM, machine_turing_test, match_size_bins
-    from labelfree.apps.realism.report import markdown_report, save_figure
-    from labelfree.apps.realism.stats import StatsConfig, compare_populations, organ_depth_map
+    from labelfree.apps.realism.stats import StatsConfig, compare_populations
+    from tumor_synthesis.organs import get_organ_profile
 
     t_start = time.perf_counter()
     profile = get_organ_profile(args.organ)
-    if isinstance(profile, MultiOrganProfile):
-        raise ValueError(f"--organ {args.organ}: measure one organ at a time, with its single-organ labels "
-                         "(liver, pancreas, kidney, lung)")
-    if args.draws < 1 or args.crop < 8 or args.folds < 2 or args.epochs < 1:
-        raise ValueError("--draws and --epochs must be >= 1, --crop >= 8 and --folds >= 2")
-    device = _resolve_device(args.device)
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    device = _checked_settings(args, profile)
     import torch
 
     torch.set_num_threads(args.threads)
@@ -307,47 +288,15 @@ def run(args: argparse.Namespace) -> dict:
     real_cases = read_cases(args.real_json, args.data_dir)
     healthy_cases = read_cases(args.healthy_json, args.data_dir)
 
-    real, synthetic = Population(), Population()
     skipped = {"real_without_tumor": [], "healthy_with_tumor": [], "healthy_without_organ": [],
                "draws_without_tumor": 0}
-    timing = {"real_s": 0.0, "synthetic_s": 0.0}
-    for entry in real_cases:
-        t0 = time.perf_counter()
-        data = load(dict(entry))
-        image, label = data["image"][0].numpy(), data["label"][0].numpy()
-        name = _case_name(entry["image"], args.data_dir)
-        found = measure_case(image, label, profile, space, config, args.crop, name, "real")
-        print(f"real {name}: {len(found[0])} lesions", flush=True)
-        if not found[0]:
-            skipped["real_without_tumor"].append(name)
-        real.add(*found)
-        timing["real_s"] += time.perf_counter() - t0
-    for entry in healthy_cases:
-        t0 = time.perf_counter()
-        data = load(dict(entry))
-        name = _case_name(entry["image"], args.data_dir)
-        label = data["label"][0].numpy()
-        if (label == profile.tumor_label).any():
-            skipped["healthy_with_tumor"].append(name)
-            continue
-        if not (label == profile.organ_label).any():
-            skipped["healthy_without_organ"].append(name)
-            continue
-        organ = label == profile.organ_label
-        # Painting keeps the organ's outline (tumor voxels replace organ voxels), so its depth
-        # map is computed once per case; an exophytic tumor changes it and gets its own.
-        depth = organ_depth_map(organ, space)
-        for _ in range(args.draws):
-            out = synthesizer({"image": data["image"], "label": data["label"]})
-            image, label = out["image"][0].numpy(), out["label"][0].numpy()
-            if not (label == profile.tumor_label).any():
-                skipped["draws_without_tumor"] += 1
-                continue
-            same_outline = np.array_equal(organ, (label == profile.organ_label) | (label == profile.tumor_label))
-            synthetic.add(*measure_case(image, label, profile, space, config, args.crop, name, "synthetic",
-                                        depth if same_outline else None))
-        print(f"healthy {name}: {args.draws} draws, {len(synthetic.records)} synthetic lesions so far", flush=True)
-        timing["synthetic_s"] += time.perf_counter() - t0
+    timing = {}
+    t0 = time.perf_counter()
+    real = measure_real_cases(real_cases, load, profile, space, config, args, skipped)
+    timing["real_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    synthetic = measure_synthetic_cases(healthy_cases, load, synthesizer, profile, space, config, args, skipped)
+    timing["synthetic_s"] = time.perf_counter() - t0
     if not real.records:
         raise ValueError(f"no real lesion (tumor label {profile.tumor_label}, at least {config.min_voxels} voxels) in "
                          f"the cases of {args.real_json}")
@@ -357,21 +306,7 @@ def run(args: argparse.Namespace) -> dict:
 
     statistics = compare_populations(real.records, synthetic.records)
     t0 = time.perf_counter()
-    rng = np.random.default_rng(args.seed)
-    keep_real, keep_syn = match_size_bins([r["radius_mm"] for r in real.records],
-                                          [r["radius_mm"] for r in synthetic.records], rng)
-    try:
-        if len(keep_real) == 0:  # e.g. only large synthetic tumors against small real ones
-            raise ValueError("no real and synthetic lesions of the same size (radius bins "
-                             f"{list(RADIUS_BIN_EDGES_MM)} mm): no size-matched pairs to classify")
-        crops = np.stack([real.crops[i] for i in keep_real] + [synthetic.crops[i] for i in keep_syn])
-        labels = np.r_[np.zeros(len(keep_real), dtype=int), np.ones(len(keep_syn), dtype=int)]
-        groups = [f"real:{real.records[i]['case']}" for i in keep_real] + \
-                 [f"synthetic:{synthetic.records[i]['case']}" for i in keep_syn]
-        turing = machine_turing_test(crops, labels, groups, n_folds=args.folds, epochs=args.epochs, seed=args.seed,
-                                     device=device)
-    except ValueError as e:
-        turing = {"auc": math.nan, "auc_std": math.nan, "error": str(e)}
+    keep_real, keep_syn, turing = size_matched_turing_test(real, synthetic, args, device)
     timing["classifier_s"] = time.perf_counter() - t0
 
     settings = {k: v for k, v in vars(args).items()}
@@ -391,13 +326,120 @@ def run(args: argparse.Namespace) -> dict:
         "turing_test": turing,
         "lesions": {"real": real.records, "synthetic": synthetic.records},
     }
-    out = Path(args.out)
+    write_outputs(Path(args.out), result, real, synthetic, keep_real, keep_syn, timing, t_start)
+    return result
+
+
+def _checked_settings(args: argparse.Namespace, profile):
+    """Refuse settings the measurement cannot use (one clear message each); returns the CNN's device."""
+    from tumor_synthesis.organs import MultiOrganProfile
+
+    if isinstance(profile, MultiOrganProfile):
+        raise ValueError(f"--organ {args.organ}: measure one organ at a time, with its single-organ labels "
+                         "(liver, pancreas, kidney, lung)")
+    if args.draws < 1 or args.crop < 8 or args.folds < 2 or args.epochs < 1:
+        raise ValueError("--draws and --epochs must be >= 1, --crop >= 8 and --folds >= 2")
+    from labelfree.runtime.distributed import resolve_device
+
+    device = resolve_device(args.device)
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    return device
+
+
+def measure_real_cases(cases, load, profile, space, config, args, skipped) -> Population:
+    """The lesions of the real cases; a case without tumor is recorded in ``skipped["real_without_tumor"]``."""
+    real = Population()
+    for entry in cases:
+        data = load(dict(entry))
+        image, label = data["image"][0].numpy(), data["label"][0].numpy()
+        name = _case_name(entry["image"], args.data_dir)
+        found = measure_case(image, label, profile, space, config, args.crop, name, "real")
+        print(f"real {name}: {len(found[0])} lesions", flush=True)
+        if not found[0]:
+            skipped["real_without_tumor"].append(name)
+        real.add(*found)
+    return real
+
+
+def measure_synthetic_cases(cases, load, synthesizer, profile, space, config, args, skipped) -> Population:
+    """The lesions ``synthesizer`` paints into each healthy case, ``args.draws`` times per case.
+
+    Cases with a tumor or without the organ are recorded in ``skipped`` and left out, as are
+    draws that painted nothing (counted in ``skipped["draws_without_tumor"]``).
+    """
+    synthetic = Population()
+    for entry in cases:
+        data = load(dict(entry))
+        name = _case_name(entry["image"], args.data_dir)
+        label = data["label"][0].numpy()
+        if (label == profile.tumor_label).any():
+            skipped["healthy_with_tumor"].append(name)
+            continue
+        if not (label == profile.organ_label).any():
+            skipped["healthy_without_organ"].append(name)
+            continue
+        _paint_and_measure(data, name, synthesizer, profile, space, config, args, skipped, synthetic)
+        print(f"healthy {name}: {args.draws} draws, {len(synthetic.records)} synthetic lesions so far", flush=True)
+    return synthetic
+
+
+def _paint_and_measure(data, name, synthesizer, profile, space, config, args, skipped, synthetic: Population) -> None:
+    """``args.draws`` synthetic samples of one healthy case, their lesions added to ``synthetic``."""
+    from labelfree.apps.realism.stats import organ_depth_map
+
+    organ = data["label"][0].numpy() == profile.organ_label
+    # Painting keeps the organ's outline (tumor voxels replace organ voxels), so its depth
+    # map is computed once per case; an exophytic tumor changes it and gets its own.
+    depth = organ_depth_map(organ, space)
+    for _ in range(args.draws):
+        out = synthesizer({"image": data["image"], "label": data["label"]})
+        image, label = out["image"][0].numpy(), out["label"][0].numpy()
+        if not (label == profile.tumor_label).any():
+            skipped["draws_without_tumor"] += 1
+            continue
+        same_outline = np.array_equal(organ, (label == profile.organ_label) | (label == profile.tumor_label))
+        synthetic.add(*measure_case(image, label, profile, space, config, args.crop, name, "synthetic",
+                                    depth if same_outline else None))
+
+
+def size_matched_turing_test(real: Population, synthetic: Population, args, device):
+    """Size-match the lesions, then the machine Turing test on their crops.
+
+    Returns:
+        ``(kept real indices, kept synthetic indices, test result)``; without size-matched
+        pairs the result holds NaN AUCs and the reason under ``"error"``.
+    """
+    from labelfree.apps.realism.classifier import RADIUS_BIN_EDGES_MM, machine_turing_test, match_size_bins
+
+    rng = np.random.default_rng(args.seed)
+    keep_real, keep_syn = match_size_bins([r["radius_mm"] for r in real.records],
+                                          [r["radius_mm"] for r in synthetic.records], rng)
+    try:
+        if len(keep_real) == 0:  # e.g. only large synthetic tumors against small real ones
+            raise ValueError("no real and synthetic lesions of the same size (radius bins "
+                             f"{list(RADIUS_BIN_EDGES_MM)} mm): no size-matched pairs to classify")
+        crops = np.stack([real.crops[i] for i in keep_real] + [synthetic.crops[i] for i in keep_syn])
+        labels = np.r_[np.zeros(len(keep_real), dtype=int), np.ones(len(keep_syn), dtype=int)]
+        groups = [f"real:{real.records[i]['case']}" for i in keep_real] + \
+                 [f"synthetic:{synthetic.records[i]['case']}" for i in keep_syn]
+        turing = machine_turing_test(crops, labels, groups, n_folds=args.folds, epochs=args.epochs, seed=args.seed,
+                                     device=device)
+    except ValueError as e:
+        turing = {"auc": math.nan, "auc_std": math.nan, "error": str(e)}
+    return keep_real, keep_syn, turing
+
+
+def write_outputs(out: Path, result: dict, real, synthetic, keep_real, keep_syn, timing: dict, t_start: float) -> None:
+    """``realism.png``, then ``realism.md`` and ``realism.json`` with the runtimes (seconds) added to ``result``."""
+    from labelfree.apps.realism.report import markdown_report, save_figure
+    from labelfree.io.atomic import write_json_atomic, write_text_atomic
+
     save_figure(out / "realism.png", result, real, synthetic, keep_real, keep_syn)
     timing["total_s"] = time.perf_counter() - t_start
     result["runtime_s"] = {k: round(v, 1) for k, v in timing.items()}
     write_text_atomic(out / "realism.md", markdown_report(result))
     write_json_atomic(out / "realism.json", _finite_or_none(result))
-    return result
 
 
 def _finite_or_none(obj):
@@ -413,15 +455,10 @@ def _finite_or_none(obj):
     return obj
 
 
+@exits_on(DatalistError, ValueError)
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    from labelfree.data.datalist import DatalistError
-
-    try:
-        result = run(args)
-    except (DatalistError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = run(args)
     print(markdown_summary_line(result))
     print(f"wrote {Path(args.out) / 'realism.json'}, realism.md, realism.png")
     return 0

@@ -7,6 +7,7 @@ resampling and 32^3 patches keep it to seconds; the numbers of a one-step model 
 asserted, the files, columns, label convention and ranges are.
 """
 
+import pytest
 import csv
 import subprocess
 import sys
@@ -27,6 +28,7 @@ def run(args, timeout=300):
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_lung_training_then_validation_reports_lung_and_nodule_scores(phantom_root, tmp_path):
     datalist = str(phantom_root / "datafolds" / "chest.json")
     logdir = tmp_path / "runs" / "lung"

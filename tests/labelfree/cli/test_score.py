@@ -12,7 +12,14 @@ from labelfree.cli import score
 from labelfree.cli import validate as validation
 from labelfree.evaluation.scoring import score_cases, score_label_pairs, voxel_spacing
 
-from tests.labelfree.cli.test_validate import LIVER_PAIRS, ThresholdNet, _checkpoint, _datalist, _evaluate
+from tests.helpers.evaluation import (
+    LIVER_PAIRS,
+    ThresholdNet,
+    block_scan as _block_scan,
+    evaluate_cases as _evaluate,
+    write_checkpoint as _checkpoint,
+    write_datalist as _datalist,
+)
 
 
 def _validation_run(tmp_path):
@@ -39,8 +46,6 @@ def test_scoring_from_files_equals_scoring_the_arrays(tmp_path):
     """Non-trivial predictions (a thresholding network): the file-based rows equal the in-memory computation."""
     cases = []
     for kind in ("ras", "oblique"):
-        from tests.labelfree.cli.test_validate import _block_scan
-
         case = _block_scan(tmp_path, kind, name=f"c_{kind}")
         label = np.asarray(nib.load(case["label"]).dataobj).copy()
         label[12:16, 9:13, 6:9] = 2

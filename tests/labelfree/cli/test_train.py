@@ -5,101 +5,33 @@ network; the killed-job test and torchrun run as real subprocesses.
 """
 
 import json
-import os
 import shlex
 import signal
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
-import nibabel as nib
-import numpy as np
 import pytest
 import torch
 
 from labelfree.cli import train as train_cli
 from labelfree.io.checkpoint import load_checkpoint
+from labelfree.training.events import read_scalars
+from tests.helpers.training import SMALL, data_flags, free_port, make_root, run_cli
 
-REPO = Path(__file__).resolve().parents[3]
 ORIGINAL_COMMAND = (
     "python -W ignore main.py --optim_lr=4e-4 --batch_size=2 --lrschedule=warmup_cosine --optim_name=adamw "
     "--model_name=unet --val_every=200 --max_epochs=4000 --save_checkpoint --workers=2 --noamp --distributed "
     "--dist-url=tcp://127.0.0.1:{port} --cache_num=200 --val_overlap=0.5 --syn "
     '--logdir="{logdir}" --train_dir {train} --val_dir {val} --json_dir {json}'
 )
-# Small-data overrides appended to a command (argparse: the last value wins).
-SMALL = ["--roi_x", "32", "--roi_y", "32", "--roi_z", "32", "--space_x", "3", "--space_y", "3", "--space_z", "3",
-         "--workers", "0", "--warmup_epochs", "1"]
 CHECKPOINT_KEYS = {"epoch", "best_acc", "global_step", "state_dict", "optimizer", "scheduler", "scaler", "args",
                    "settings"}
 
 
 # ---------------------------------------------------------------------------------------- data
-def write_volume(path, data, spacing):
-    nib.save(nib.Nifti1Image(data, np.diag(list(spacing) + [1.0])), str(path))
-
-
-def make_root(root, n_train=4, n_val=2, shape=(48, 48, 32), spacing=(3.0, 3.0, 3.0), healthy_train=True):
-    """A data root: torso, liver ellipsoid (label 1); validation cases carry a tumor (label 2)."""
-    for sub in ("img", "label"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    x, y, z = np.meshgrid(*[np.arange(s, dtype=float) for s in shape], indexing="ij")
-    c = [s / 2 for s in shape]
-
-    def case(name, seed, tumor):
-        rng = np.random.default_rng(seed)
-        shift = rng.uniform(-2, 2, 3)
-        image = np.full(shape, -1000.0)
-        label = np.zeros(shape, np.uint8)
-        image[((x - c[0]) / 21) ** 2 + ((y - c[1]) / 17) ** 2 < 1] = 40
-        liver = ((x - c[0] + 5 - shift[0]) / 12) ** 2 + ((y - c[1] - shift[1]) / 10) ** 2 + ((z - c[2]) / 10) ** 2 < 1
-        image[liver], label[liver] = 110, 1
-        if tumor:
-            lesion = ((x - c[0] + 5) / 4) ** 2 + ((y - c[1]) / 4) ** 2 + ((z - c[2]) / 4) ** 2 < 1
-            image[lesion], label[lesion] = 30, 2
-        image = (image + rng.normal(0, 8, shape)).astype(np.int16)
-        write_volume(root / "img" / f"{name}.nii.gz", image, spacing)
-        write_volume(root / "label" / f"{name}.nii.gz", label, spacing)
-        return {"image": f"img/{name}.nii.gz", "label": f"label/{name}.nii.gz"}
-
-    datalist = {
-        "training": [case(f"train{i}", i, tumor=not healthy_train) for i in range(n_train)],
-        "validation": [case(f"val{i}", 100 + i, tumor=True) for i in range(n_val)],
-    }
-    (root / "datalist.json").write_text(json.dumps(datalist))
-    return root / "datalist.json"
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("root")
     make_root(root)
     return root
-
-
-def data_flags(root):
-    return ["--json_dir", str(root / "datalist.json"), "--train_dir", str(root), "--val_dir", str(root)]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read_scalars(logdir):
-    """{tag: [(step, value), ...]} from the TensorBoard event files (TFRecord framing, Event protos)."""
-    from labelfree.training.trainer import read_scalars as read_event_scalars
-
-    return read_event_scalars(logdir)
-
-
-def run_cli(args, env_extra=None, timeout=300):
-    env = {**os.environ, **(env_extra or {})}
-    env.setdefault("OMP_NUM_THREADS", "2")
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------- parser
@@ -292,6 +224,7 @@ def test_original_syn_command_on_a_phantom_root(tmp_path, small_phantom_root, ca
         assert state["settings"]["model"] == {"name": "unet", "swin_type": "tiny", "feature_size": None}
 
 
+@pytest.mark.slow
 def test_checkpoint_flag_loads_prefixed_weights(tmp_path, data_root):
     from labelfree.networks import build_model
 

@@ -18,75 +18,26 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from scipy.spatial.transform import Rotation
 
 from labelfree.cli import validate as validation
 from labelfree.evaluation import report
-from labelfree.inference.predictor import Predictor
 from labelfree.evaluation.metrics import dice
 from labelfree.evaluation.report import metric_columns
-from labelfree.io.checkpoint import save_checkpoint
-from labelfree.data.transforms import get_transforms
+from tests.helpers.evaluation import (
+    BLOCK,
+    SHAPE,
+    TRAINING_ARGS,
+    WINDOW,
+    ThresholdNet,
+    affine_of as _affine,
+    block_scan as _block_scan,
+    evaluate_cases as _evaluate,
+    save_volume as _save,
+    write_checkpoint as _checkpoint,
+    write_datalist as _datalist,
+)
 
 REPO = Path(__file__).resolve().parents[3]
-LIVER_PAIRS = (("liver", 1, "tumor", 2),)
-WINDOW = (-21.0, 189.0)
-SHAPE = (40, 34, 22)
-BLOCK = (slice(8, 22), slice(6, 16), slice(4, 12))  # off-centre on every axis: a flip would show
-
-
-class ThresholdNet(torch.nn.Module):
-    """Stand-in network: organ where the windowed image exceeds 0.5, tumor above ``tumor_at``."""
-
-    def __init__(self, tumor_at: float | None = None):
-        super().__init__()
-        self.tumor_at = tumor_at
-
-    def forward(self, x):
-        organ = (x - 0.5) * 40
-        if self.tumor_at is None:
-            tumor = torch.full_like(x, -100.0)
-        else:  # above tumor_at the tumor logit overtakes the organ's
-            tumor = organ + (x - self.tumor_at) * 80
-        return torch.cat([torch.zeros_like(x), organ, tumor], dim=1)
-
-
-def _affine(kind: str) -> np.ndarray:
-    if kind == "oblique":
-        affine = np.eye(4)
-        rotation = Rotation.from_euler("xyz", [20, -10, 35], degrees=True).as_matrix()
-        affine[:3, :3] = rotation @ np.diag([0.9, 1.2, 2.0])
-    else:
-        affine = np.diag({"ras": [1.0, 1.0, 1.0], "lps": [-0.8, -0.8, 2.5], "anisotropic": [1.0, 0.7, 3.0]}[kind] + [1.0])
-    affine[:3, 3] = [-30.0, 50.0, 10.0]
-    return affine
-
-
-def _save(path: Path, data: np.ndarray, affine: np.ndarray) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(data, affine), str(path))
-    return str(path)
-
-
-def _block_scan(tmp_path: Path, kind: str, name: str = "case") -> dict:
-    image = np.full(SHAPE, -100, np.int16)
-    image[BLOCK] = 300
-    label = np.zeros(SHAPE, np.uint8)
-    label[BLOCK] = 1
-    affine = _affine(kind)
-    return {
-        "name": name,
-        "image": _save(tmp_path / "img" / f"{name}.nii.gz", image, affine),
-        "label": _save(tmp_path / "label" / f"{name}.nii.gz", label, affine),
-    }
-
-
-def _evaluate(tmp_path, cases, net, space=(1.5, 1.5, 1.5), postprocess=False):
-    transforms = get_transforms("infer", a_min=WINDOW[0], a_max=WINDOW[1], space=space)
-    predictor = Predictor(net, transforms, roi_size=(32, 32, 32), overlap=0.25)
-    out = tmp_path / "out"
-    rows = validation.evaluate(predictor, transforms, cases, LIVER_PAIRS, out, postprocess=postprocess)
-    return rows, out
 
 
 @pytest.mark.parametrize("kind", ["ras", "lps", "anisotropic", "oblique"])
@@ -191,39 +142,8 @@ def test_datalist_entries_without_a_label_are_segmented_but_not_scored(tmp_path)
 
 # --- the command line ---------------------------------------------------------------------
 
-TRAINING_ARGS = {
-    "model_name": "unet", "swin_type": "tiny", "out_channels": 3, "num_classes": 3, "organ": "liver",
-    "a_min": None, "a_max": None, "space_x": 2.0, "space_y": 2.0, "space_z": 2.0,
-    "roi_x": 32, "roi_y": 32, "roi_z": 32,
-}
-
-
-def _checkpoint(path: Path, args: dict | None = TRAINING_ARGS, weights: dict | None = None) -> Path:
-    """An untrained original-config UNet checkpoint (or other ``weights``), with training ``args``."""
-    if weights is None:
-        from labelfree.networks import build_model
-
-        torch.manual_seed(0)
-        weights = build_model("unet", out_channels=3, roi_size=(32, 32, 32)).state_dict()
-    state = {"epoch": 0, "best_acc": 0.0, "state_dict": weights}
-    if args is not None:
-        state["args"] = args
-    save_checkpoint(path, **state)
-    return path
-
-
 #: Weights of some other architecture (layer names a UNet does not have).
 OTHER_WEIGHTS = {"swinViT.patch_embed.proj.weight": torch.zeros(12, 1, 2, 2, 2), "out.conv.conv.bias": torch.zeros(3)}
-
-
-def _datalist(tmp_path: Path, kinds=("ras", "lps")) -> Path:
-    entries = []
-    for i, kind in enumerate(kinds):
-        _block_scan(tmp_path / "data", kind, name=f"liver_{i}")
-        entries.append({"image": f"img/liver_{i}.nii.gz", "label": f"label/liver_{i}.nii.gz"})
-    path = tmp_path / "data" / "fold.json"
-    path.write_text(json.dumps({"training": [], "validation": entries}))
-    return path
 
 
 def test_cli_writes_predictions_metrics_and_summary_with_checkpoint_settings(tmp_path, capsys):
@@ -302,9 +222,9 @@ ROI_32 = ["--roi_x", "32", "--roi_y", "32", "--roi_z", "32"]
 @pytest.mark.parametrize(
     "flags, saved_args, weights, expected",
     [
-        (["--num_classes", "4"], TRAINING_ARGS, None, "--num_classes 4 does not match the checkpoint (trained with 3)"),
+        (["--num_classes", "4"], TRAINING_ARGS, None, "was saved with --num_classes 3 (this run: 4)"),
         (["--model", "unet"], {**TRAINING_ARGS, "model_name": "swin_unetrv2"}, OTHER_WEIGHTS,
-         "--model unet does not match the checkpoint (trained with swin_unetrv2)"),
+         "was saved with --model swin_unetrv2 (this run: unet)"),
         (["--num_classes", "4", *ROI_32], None, None, "probably --num_classes"),
         (["--model", "unet", *ROI_32], None, OTHER_WEIGHTS, "probably --model"),
     ],
@@ -316,7 +236,8 @@ def test_cli_names_the_flag_that_does_not_match_the_checkpoint(tmp_path, capsys,
             "--save_dir", str(tmp_path / "outs"), "--device", "cpu", *flags]
     assert validation.cli(argv) == 2
     err = capsys.readouterr().err
-    assert "does not match" in err and expected in err
+    assert f"checkpoint {ckpt} " in err and expected in err  # the file and the flag, saved -> given
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "outs").exists()
 
 

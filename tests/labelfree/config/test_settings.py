@@ -59,18 +59,22 @@ def test_evaluation_takes_the_checkpoint_and_notes_overrides():
     checkpoint = {"settings": trained.to_dict()}
     settings, sources, notes = RunSettings.for_evaluation(_flags(), checkpoint)
     assert settings == trained and sources["organ"] == "checkpoint"
-    settings, sources, notes = RunSettings.for_evaluation(_flags(space_x=1.0, a_min=-100.0), checkpoint)
+    assert notes == []
+    settings, sources, notes = RunSettings.for_evaluation(_flags(space_x=1.0, a_min=-100.0), checkpoint, "run/model.pt")
     assert settings.spacing == (1.0, 2.0, 2.0) and settings.window == (-100.0, 250.0)
     assert sources["space_x"] == "flag" and sources["space_y"] == "checkpoint"
-    assert len(notes) == 2 and any("--space_x 1.0 does not match the checkpoint (trained with 2.0)" in n for n in notes)
+    # One note naming the file and each overriding flag, saved -> given (the pancreas window is -175..250 HU).
+    assert notes == ["note: checkpoint run/model.pt was saved with --a_min -175.0 (this run: -100.0), "
+                     "--space_x 2.0 (this run: 1.0); using the flag"]
 
 
 @pytest.mark.parametrize("flag, value, stored", [("organ", "liver", "pancreas"), ("num_classes", 4, 3),
                                                  ("model", "swin_unetrv2", "unet")])
 def test_evaluation_refuses_a_flag_that_contradicts_the_trained_network(flag, value, stored):
     checkpoint = {"settings": RunSettings.create("pancreas").to_dict()}
-    with pytest.raises(SettingsError, match=f"--{flag} {value} does not match the checkpoint \\(trained with {stored}\\)"):
-        RunSettings.for_evaluation(_flags(**{flag: value}), checkpoint)
+    with pytest.raises(SettingsError, match=f"^checkpoint model.pt was saved with --{flag} {stored} \\(this run: {value}\\); "
+                                            "leave the flags out"):
+        RunSettings.for_evaluation(_flags(**{flag: value}), checkpoint, "model.pt")
 
 
 def test_a_swin_size_flag_is_harmless_for_a_unet_checkpoint():

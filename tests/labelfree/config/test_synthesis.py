@@ -6,7 +6,7 @@ import torch
 
 from labelfree.cli import train as train_cli
 from labelfree.runtime.distributed import DistContext
-from tests.labelfree.cli.test_train import SMALL, data_flags, make_root
+from tests.helpers.training import SMALL, data_flags, make_root
 from tumor_synthesis import TumorGenerated
 
 

@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parents[3]
 SHAPE = (24, 24, 12)
 SPACING = (0.8, 0.8, 2.5)
 AFFINE = np.diag([*SPACING, 1.0])
+#: The liver convention (0 background, 1 liver, 2 tumor), organ label 1.
+LIVER = {"allowed_labels": (0, 1, 2), "organ_labels": (1,)}
 AFFINE[:3, 3] = (-50.0, 20.0, 100.0)
 
 
@@ -75,14 +77,14 @@ def test_clean_root_passes(tmp_path):
 
 def test_case_figures_against_an_independent_computation(tmp_path):
     case = make_case(tmp_path, "a", liver(tumor=True))
-    r = check_case(str(tmp_path / case["image"]), str(tmp_path / case["label"]))
+    r = check_case(str(tmp_path / case["image"]), str(tmp_path / case["label"]), **LIVER)
     expected_organ = int((liver(tumor=True) == 1).sum())
     assert r.ok and r.shape == SHAPE and r.spacing == SPACING
     assert r.label_values == (0, 1, 2)
     assert r.label_counts[2] == 3 * 3 * 2
     assert r.organ_voxels == expected_organ
     assert r.organ_ml == pytest.approx(expected_organ * 0.8 * 0.8 * 2.5 / 1000)
-    multi = check_case(str(tmp_path / case["image"]), str(tmp_path / case["label"]), organ_labels=(1, 2))
+    multi = check_case(str(tmp_path / case["image"]), str(tmp_path / case["label"]), (0, 1, 2), organ_labels=(1, 2))
     assert multi.organ_voxels == int((liver(tumor=True) > 0).sum())
 
 
@@ -111,7 +113,7 @@ def test_every_planted_problem_is_found(tmp_path):
                           [good, affine_case, tolerated, shape_case, missing, corrupt, empty, unexpected, fractional],
                           [good])  # good also in validation: a leak
 
-    results, warnings = check_datalist(datalist, root, root)
+    results, warnings = check_datalist(datalist, root, root, **LIVER)
     problems = {r.name: " | ".join(r.problems) for r in results if r.split == "training"}
     assert problems["good"] == "" and problems["tolerated"] == ""
     assert "affine mismatch" in problems["affine"]
@@ -151,6 +153,7 @@ def test_overlap_is_a_warning_not_a_failure(tmp_path):
     assert "listed 2 times in training" in result.stdout and "3 warning(s)" in result.stdout
 
 
+@pytest.mark.slow
 def test_allowed_labels_and_organ_label_options(tmp_path):
     label = liver()
     label[label == 1] = 3  # a multi-organ style label: pancreas 3
@@ -171,8 +174,8 @@ def test_allowed_labels_and_organ_label_options(tmp_path):
 
 def test_workers_give_the_same_results(tmp_path):
     datalist = clean_root(tmp_path)
-    one, _ = check_datalist(datalist, tmp_path, tmp_path, workers=1)
-    two, _ = check_datalist(datalist, tmp_path, tmp_path, workers=2)
+    one, _ = check_datalist(datalist, tmp_path, tmp_path, workers=1, **LIVER)
+    two, _ = check_datalist(datalist, tmp_path, tmp_path, workers=2, **LIVER)
     assert [r.to_dict() for r in one] == [r.to_dict() for r in two]
     table = format_table(one)
     assert table.splitlines()[0].split() [:3] == ["case", "split", "shape"] and len(table.splitlines()) == 7
@@ -180,7 +183,7 @@ def test_workers_give_the_same_results(tmp_path):
 
 def test_unreadable_datalist(tmp_path):
     with pytest.raises(DatalistError):
-        check_datalist(tmp_path / "nope.json", tmp_path, tmp_path)
+        check_datalist(tmp_path / "nope.json", tmp_path, tmp_path, **LIVER)
     result = run_cli("--json_dir", str(tmp_path / "nope.json"))
     assert result.returncode == 1 and "datalist not found" in result.stderr
     (tmp_path / "partial.json").write_text(json.dumps({"training": []}))

@@ -364,7 +364,7 @@ def test_validation_skips_bad_cases_and_refuses_an_occupied_folder_without_overw
     # --overwrite (and a patch size other than the checkpoint's, which is only a note).
     assert validate.cli(val_argv(root, tmp_path, "good.json", "--overwrite", "--roi_x", "48")) == 0
     out = capsys.readouterr().out
-    assert "note: --roi_x 48 does not match the checkpoint (trained with 32); using the flag" in out
+    assert f"note: checkpoint {tmp_path / 'run' / 'model.pt'} was saved with --roi_x 32 (this run: 48); using the flag" in out
     assert f"--overwrite: 4 file(s) of the earlier evaluation in {out_dir} deleted" in out
     assert sorted(p.name for p in (out_dir / "pred").iterdir()) == ["val0.nii.gz"]  # "empty" is gone
     assert [line.split(",")[0] for line in (out_dir / "metrics.csv").read_text().splitlines()[1:]] == ["val0"]

@@ -22,26 +22,10 @@ from labelfree.data.labels import (
     map_label_values,
     parse_label_map,
 )
+from tests.helpers.volumes import AFFINE, chest_phantom, save
 
 REPO = Path(__file__).resolve().parents[3]
 SHAPE = (24, 24, 12)
-# An LPS-like oblique-free affine with anisotropic spacing and an offset: a conversion that
-# drops the affine (or swaps axes) changes it.
-AFFINE = np.array([[-0.8, 0, 0, 90.0], [0, -0.8, 0, 110.0], [0, 0, 2.5, -300.0], [0, 0, 0, 1]])
-
-
-def save(path: Path, data: np.ndarray, affine=AFFINE, dtype=None, descrip: bytes = b"") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = np.asarray(data)
-    if dtype is not None:
-        data = data.astype(dtype)
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_qform(affine, code=1)
-    img.header.set_sform(affine, code=2)  # "aligned": a writer that resets codes to 1 is caught
-    img.header.set_xyzt_units("mm", "sec")
-    img.header["descrip"] = descrip
-    nib.save(img, str(path))
-    return path
 
 
 def ct(seed: int, shape=SHAPE) -> np.ndarray:
@@ -53,26 +37,6 @@ def box(shape=SHAPE, value=1, lo=(4, 4, 3), hi=(14, 14, 9), dtype=np.uint8) -> n
     out = np.zeros(shape, dtype)
     out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = value
     return out
-
-
-def chest_phantom(shape=(48, 40, 16)):
-    """Synthetic chest: air, an elliptic body at 40 HU, two lungs at -850 HU with vessels,
-    a small gas pocket (bowel) and a table below the body. Returns (image HU, true lungs)."""
-    x, y, _ = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    cx, cy = shape[0] / 2, shape[1] / 2
-    image = np.full(shape, -1000, np.int16)
-    body = ((x - cx) / 21) ** 2 + ((y - cy) / 16) ** 2 <= 1
-    image[body] = 40
-    lungs = np.zeros(shape, bool)
-    for side in (-1, 1):
-        lung = ((x - (cx + side * 9)) / 7) ** 2 + ((y - cy) / 10) ** 2 <= 1
-        lungs |= lung
-    image[lungs] = -850
-    image[(x - (cx - 9)) ** 2 + (y - cy) ** 2 <= 2] = 60  # vessel: a hole the mask must fill
-    gas = ((x - cx) ** 2 + (y - (cy + 11)) ** 2 <= 2) & (np.arange(shape[2]) < 4)[None, None, :]
-    image[gas] = -900
-    image[:, 1:3, :] = 200  # table, apart from the body
-    return image, lungs
 
 
 def make_original_root(root: Path) -> Path:
@@ -282,9 +246,10 @@ def test_generic_dataset_with_value_map(tmp_path, capsys):
                        ["--src_dir", "07_Other/labelsTr"],  # generic options without --dataset generic
                        ["--dataset", "generic", "--src_dir", "07_Other/labelsTr", "--image_dir", "x",
                         "--prefix", "lits-", "--map", "6:1"]):  # a built-in prefix
-        with pytest.raises(SystemExit) as exc:
-            transfer_label.main(["--data_path", str(root), *incomplete])
-        assert exc.value.code == 2
+        capsys.readouterr()
+        assert transfer_label.main(["--data_path", str(root), *incomplete]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
 
 
 def test_unexpected_values_and_corrupt_source_are_reported(tmp_path, capsys):

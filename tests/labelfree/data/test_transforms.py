@@ -8,8 +8,10 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import (
+    Compose,
     Invertd,
     RandCropByPosNegLabeld,
+    RandRotate90d,
     ScaleIntensityRanged,
     SpatialPadd,
     Spacingd,
@@ -121,14 +123,36 @@ def test_train_pipeline_pads_small_volumes_to_the_roi(tmp_path):
     assert tuple(out[0]["image"].shape[1:]) == roi
 
 
+NON_SQUARE_DRAWS = 12
+
+
+def _draw_shapes(per_draw, cached, seed, draws=NON_SQUARE_DRAWS):
+    """Spatial shapes of image and label over ``draws`` runs of the random stage on the cached case."""
+    per_draw.set_random_state(seed=seed)
+    shapes = set()
+    for _ in range(draws):
+        sample = per_draw({k: v.clone() if hasattr(v, "clone") else v for k, v in cached.items()})[0]
+        shapes |= {tuple(sample[key].shape[1:]) for key in ("image", "label")}
+    return shapes
+
+
 @pytest.mark.parametrize("roi", [(24, 16, 16), (16, 24, 8)])
 def test_train_pipeline_keeps_a_non_square_patch_shape_on_every_draw(tmp_path, roi):
-    """roi_x != roi_y: a quarter turn in the H-W plane would swap them and the batch would not collate."""
+    """roi_x != roi_y: a quarter turn in the H-W plane would swap them and the batch would not collate.
+
+    The case is loaded and resampled once (the cached stage); only the random stage runs per draw.
+    """
     paths, _, _ = write_case(tmp_path)
-    transform = get_transforms("train", a_min=A_MIN, a_max=A_MAX, space=(2.0, 2.0, 2.0), roi_size=roi)
-    transform.set_random_state(seed=0)
-    shapes = {tuple(transform(paths)[0][key].shape[1:]) for _ in range(40) for key in ("image", "label")}
-    assert shapes == {roi}
+    stages = get_train_stages(a_min=A_MIN, a_max=A_MAX, space=(2.0, 2.0, 2.0), roi_size=roi)
+    cached = stages.cached(paths)
+    assert _draw_shapes(stages.per_draw, cached, seed=0) == {roi}
+    # The same draws with a quarter turn added (the bug) do swap x and y at least once: the
+    # seed and the number of draws are enough to catch it.
+    steps = list(stages.per_draw.transforms)
+    after_flips = max(i for i, t in enumerate(steps) if type(t).__name__ == "RandFlipd") + 1
+    turning = Compose(steps[:after_flips] + [RandRotate90d(keys=("image", "label"), prob=0.2, max_k=3)]
+                      + steps[after_flips:])
+    assert (roi[1], roi[0], roi[2]) in _draw_shapes(turning, cached, seed=0)
     square = get_transforms("train", a_min=A_MIN, a_max=A_MAX, space=(2.0, 2.0, 2.0), roi_size=(16, 16, 8))
     assert any(type(t).__name__ == "RandRotate90d" for t in square.transforms)  # square patches still turn
 

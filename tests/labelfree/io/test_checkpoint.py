@@ -119,3 +119,26 @@ def test_load_model_weights_reports_mismatch(tmp_path):
     torch.save({"state_dict": {"extra.weight": torch.zeros(1)}}, tmp_path / "extra.pt")
     with pytest.raises(CheckpointError, match="missing: .*unexpected: extra.weight"):
         load_model_weights(small_model(), tmp_path / "extra.pt")
+
+
+def test_the_fit_rule_compares_what_both_sides_record():
+    from labelfree.io.checkpoint import CheckpointUse, check_fit, flag_differences
+
+    saved = {"model_name": "unet", "swin_type": "tiny", "organ": "Liver", "optim_lr": 1e-4, "syn_qc": None,
+             "gen_channels": [16, 32]}
+    run = {"model_name": "unet", "swin_type": "base", "organ": "liver", "optim_lr": 1e-4 * (1 + 1e-12),
+           "syn_qc": "qc.pt", "gen_channels": (16, 64), "seed": 3}
+    # Swin size of a UNet, case of a name, float noise, a flag the checkpoint never recorded: no difference.
+    assert flag_differences(saved, run, ("swin_type", "organ", "optim_lr", "seed")) == []
+    assert flag_differences(saved, run, ("syn_qc", "gen_channels")) == [
+        "--syn_qc None (this run: qc.pt)", "--gen_channels 16 32 (this run: 16 64)"]
+    # validation.py's --model is training's --model_name; the Swin size counts between two Swin-UNETRs.
+    swin = {"model_name": "swin_unetrv2", "swin_type": "tiny"}
+    assert flag_differences(swin, {"model": "unet"}, ("model",)) == ["--model swin_unetrv2 (this run: unet)"]
+    assert flag_differences(swin, {"swin_type": "base"}, ("swin_type",)) == ["--swin_type tiny (this run: base)"]
+
+    use = CheckpointUse("--thing", refused=("organ",), noted=("syn_qc",), advice="fix it", note="fine")
+    assert check_fit(saved, "a.pt", use, run) == ["note: --thing a.pt was saved with --syn_qc None (this run: qc.pt); fine"]
+    with pytest.raises(CheckpointError, match=r"^--thing a\.pt was saved with --organ Liver \(this run: kidney\); fix it$"):
+        check_fit(saved, "a.pt", use, {"organ": "kidney"})
+    assert check_fit(None, "a.pt", use, run) == []  # nothing recorded: nothing to compare

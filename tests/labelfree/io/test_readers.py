@@ -144,7 +144,7 @@ def test_labels_in_another_format_pass_the_data_check_and_train_aligned(tmp_path
     image, label = block_volumes()
     image_path, _ = write_scan(tmp_path, "dicom", image)
     label_path, _ = write_scan(tmp_path, "mhd", label, name="label")
-    result = check_case(str(image_path), str(label_path))
+    result = check_case(str(image_path), str(label_path), (0, 1, 2), (1,))
     assert result.ok, result.problems
     assert result.shape == SHAPE and result.organ_voxels == int(label.sum())
     assert result.organ_ml == pytest.approx(label.sum() * np.prod(SPACING) / 1000, rel=1e-4)
@@ -166,7 +166,7 @@ def test_a_label_on_another_grid_is_flagged_and_can_be_put_on_the_image_grid(tmp
     flip[0, 0], flip[0, 3] = -1, SHAPE[0] - 1
     flipped_path = tmp_path / "flipped.nii.gz"
     nib.save(nib.Nifti1Image(np.flip(label, 0).copy(), image_affine @ flip), str(flipped_path))
-    result = check_case(str(image_path), str(flipped_path))
+    result = check_case(str(image_path), str(flipped_path), (0, 1, 2), (1,))
     assert any("affine mismatch" in p for p in result.problems)
     flipped = readers.read_volume(flipped_path)
     aligned = readers.label_on_grid(flipped.array, flipped.affine, SHAPE, image_affine)

@@ -306,6 +306,7 @@ def test_refuses_to_overwrite_non_empty_directory(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "root"
     cmd = [sys.executable, str(REPO / "scripts/make_phantom_data.py"), "--out", str(out), "--n_healthy", "1",

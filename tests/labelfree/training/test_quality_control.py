@@ -12,7 +12,8 @@ from labelfree.data.wrappers import HEALTHY_IMAGE_KEY, HEALTHY_LABEL_KEY
 from labelfree.config.settings import RunSettings
 from labelfree.data.transforms import get_transforms
 
-from tests.labelfree.cli.test_train import SMALL, data_flags, make_root, read_scalars
+from labelfree.training.events import read_scalars
+from tests.helpers.training import SMALL, data_flags, make_root
 
 
 class ConstantNet(torch.nn.Module):
@@ -138,7 +139,8 @@ def test_main_trains_with_quality_control_and_logs_the_acceptance_rate(tmp_path,
 @pytest.mark.parametrize("flags, message", [
     (["--syn_qc", "{qc}"], "--syn_qc / --syn_qc_threshold check synthetic tumors: they need --syn"),
     (["--syn", "--syn_qc", "{missing}"], "--syn_qc file not found"),
-    (["--syn", "--syn_qc", "{other}"], "was trained with other preprocessing or labels: organ lung vs this run's liver"),
+    (["--syn", "--syn_qc", "{other}"], "lung.pt was saved with --organ lung (this run: liver), --a_min -1000.0 "
+                                      "(this run: -21.0), --a_max 500.0 (this run: 189.0); the segmentor must be"),
     (["--syn", "--syn_qc", "{qc}", "--syn_qc_threshold", "1.5"], "--syn_qc_threshold must be in [0, 1)"),
 ])
 def test_quality_control_flags_are_checked_before_any_work(tmp_path, capsys, flags, message):

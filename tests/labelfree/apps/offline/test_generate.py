@@ -119,6 +119,7 @@ def test_tumor_case_is_copied_not_painted_and_datalist_loads(generated, source):
     assert validation and all(os.path.isfile(i["image"]) for i in validation)
 
 
+@pytest.mark.slow
 def test_same_seed_same_dataset_whatever_the_workers(source, generated, tmp_path):
     out = tmp_path / "again"
     assert _run(source, out, "--copies", "2", "--seed", "7", "--workers", "2", "--include_source") == 0

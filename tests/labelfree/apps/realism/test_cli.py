@@ -65,6 +65,7 @@ def run(root, out, *extra):
                  "--draws", "2", "--crop", "8", "--epochs", "1", "--folds", "2", *extra])
 
 
+@pytest.mark.slow
 def test_tool_on_a_real_layout_root(root, tmp_path, capsys):
     out = tmp_path / "out"
     assert run(root, out) == 0
@@ -88,6 +89,7 @@ def test_tool_on_a_real_layout_root(root, tmp_path, capsys):
     assert "machine Turing test AUC" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_no_size_matched_pairs_reports_the_statistics_and_says_why_there_is_no_auc(root, tmp_path, monkeypatch,
                                                                                     capsys):
     import labelfree.apps.realism.classifier as classifier

@@ -1,15 +1,11 @@
-"""scripts/realism_table.py: realism runs side by side."""
+"""labelfree.apps.realism.table (scripts/realism_table.py): realism runs side by side."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-spec = importlib.util.spec_from_file_location("realism_table", Path(__file__).resolve().parents[2] / "scripts" /
-                                              "realism_table.py")
-realism_table = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(realism_table)
+from labelfree.apps.realism import table
 
 
 def _run(folder: Path, synthetic_median: float, auc: float, real_lesions: int = 5) -> Path:
@@ -24,7 +20,7 @@ def _run(folder: Path, synthetic_median: float, auc: float, real_lesions: int = 
 
 def test_one_column_per_run_with_the_real_lesions_first(tmp_path, capsys):
     a, b = _run(tmp_path / "a", -35.0, 0.7), _run(tmp_path / "b", -42.0, 0.55)
-    assert realism_table.main([f"handcrafted={a}", f"gan={b}", "--out", str(tmp_path / "t.md")]) == 0
+    assert table.main([f"handcrafted={a}", f"gan={b}", "--out", str(tmp_path / "t.md")]) == 0
     lines = (tmp_path / "t.md").read_text().splitlines()
     assert lines[0] == "| statistic | real | handcrafted | gan |"
     assert lines[2] == ("| difference_hu (HU) | -50 [-70, -30] | -35 [-60, -20] W1n 0.25 | "
@@ -36,5 +32,5 @@ def test_one_column_per_run_with_the_real_lesions_first(tmp_path, capsys):
 
 def test_runs_on_different_real_lesions_are_refused(tmp_path, capsys):
     a, b = _run(tmp_path / "a", -35.0, 0.7), _run(tmp_path / "b", -42.0, 0.55, real_lesions=6)
-    assert realism_table.main([f"a={a}", f"b={b}"]) == 2
+    assert table.main([f"a={a}", f"b={b}"]) == 2
     assert "different real lesions" in capsys.readouterr().err
