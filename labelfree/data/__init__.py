@@ -1,1 +1,1 @@
-"""data."""
+"""Data: datalists and folds, label conventions and conversion, data checks and pre-flight, the transform pipelines, loaders."""

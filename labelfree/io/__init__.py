@@ -1,1 +1,1 @@
-"""io."""
+"""Files: atomic output, scan formats and the one image reader, checkpoints."""
