@@ -14,11 +14,23 @@ a smooth 1.4 L blob when the phantom package is missing), it prints:
   in place (``inplace=True``, what the original does), and of a re-implementation of the
   original's per-sample algorithm on the same data (whole-crop blur in float64, tumor boxes
   of four radii per side deformed with elasticdeform, texture cut from a pre-built bank);
+* the same in place with the case's facts computed once (``TumorCaseDatad``, as the
+  training pipeline caches them: :mod:`tumor_synthesis.case_data`), so a draw pays only for
+  its tumors;
 * each time divided by a baseline measured in the same run (one float32
   ``scipy.ndimage.gaussian_filter``, sigma 2, over the liver bounding box), so figures
-  compare across machines, and the speed-up over the original's figures measured by the
-  project on this machine type;
-* peak memory.
+  compare across machines; the speed-up over the original-style re-implementation timed in
+  the same run (the load-independent figure) and over the original's published per-sample
+  times (``ORIGINAL_SECONDS``, measured by the project on this machine type, one core);
+* peak memory;
+* the field of view: the same liver embedded in a 256 x 256 and a 512 x 512 axial field of
+  view (air around it), mix samples in place with and without the cached case facts: the
+  cost of a draw must follow its tumors, not the scan;
+* the growth model against the ellipsoid model, default mixes, in place with cached case
+  facts, same run (``--growth-samples``; 0 skips it).
+
+The machine's load average is printed with the figures (``os.getloadavg``): on a shared
+machine read the same-run ratios.
 
 Growth model::
 
@@ -269,6 +281,7 @@ def run_timing(args) -> None:
     bank_params = TextureParams(9.0, 4.0, 0.2, 0.05, 0.525)
     bank = reference_texture(bank_shape, bank_params, np.random.default_rng(args.seed)).texture.astype(np.float64)
     work_image, work_label = image_f.copy(), label_f.copy()
+    case = case_data_of(work_image, work_label, profile)
 
     def reset():
         np.copyto(work_image, image_f)
@@ -291,6 +304,13 @@ def run_timing(args) -> None:
             tumor_synthesis.synthesize_tumors(work_image, work_label, engine_rng, tumor_type, profile, inplace=True)
             return work_image, work_label
 
+        cached_rng = np.random.default_rng(args.seed + k)
+
+        def run_cached():
+            tumor_synthesis.synthesize_tumors(work_image, work_label, cached_rng, tumor_type, profile, inplace=True,
+                                              case=case)
+            return work_image, work_label
+
         rs, pyrand = np.random.RandomState(args.seed + k), random.Random(args.seed + k)
 
         def run_original():
@@ -301,9 +321,97 @@ def run_timing(args) -> None:
             measure(run_copy, lambda: None, args.samples, image_f),
             measure(run_inplace, reset, args.samples, image_f),
             measure(run_original, reset, args.original_samples, image_f),
+            measure(run_cached, reset, args.samples, image_f),
         )
     print_tables(results, baseline, args)
+    print(f"load average after the type tables: {load_average()}")
+    field_of_view(image_f, label_f, profile, args)
+    if args.growth_samples > 0:
+        growth_against_ellipsoids(image_f, label_f, affine, args)
     print(f"\npeak RSS of the whole process: {peak_rss_mb():.0f} MB (phantom generation included)")
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages."""
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def case_data_of(image: np.ndarray, label: np.ndarray, profile):
+    """The liver's per-case facts (:mod:`tumor_synthesis.case_data`) of (H, W, D) arrays at 1 mm."""
+    from tumor_synthesis.case_data import case_key, compute_case_data
+
+    return compute_case_data(label, case_key(label, (1.0, 1.0, 1.0), profile), image).organ("liver")
+
+
+def embed(image: np.ndarray, label: np.ndarray, size: int, margin: int = 10):
+    """The organ's in-plane box (plus ``margin`` voxels) pasted into the centre of a ``size`` x ``size`` field of air."""
+    organ = np.argwhere(label == 1)
+    lo = np.maximum(organ.min(axis=0)[:2] - margin, 0)
+    hi = np.minimum(organ.max(axis=0)[:2] + 1 + margin, image.shape[:2])
+    if np.any(hi - lo > size):
+        raise ValueError(f"the organ's box {tuple(hi - lo)} does not fit a {size}^2 field of view")
+    out_image = np.full((size, size, image.shape[2]), -1000, dtype=image.dtype)
+    out_label = np.zeros((size, size, image.shape[2]), dtype=label.dtype)
+    at = tuple(slice((size - n) // 2, (size - n) // 2 + n) for n in hi - lo)
+    out_image[at] = image[lo[0]:hi[0], lo[1]:hi[1]]
+    out_label[at] = label[lo[0]:hi[0], lo[1]:hi[1]]
+    return out_image, out_label
+
+
+def field_of_view(image_f: np.ndarray, label_f: np.ndarray, profile, args) -> None:
+    """Median mix sample in place, the same liver in a 256^2 and a 512^2 field of view."""
+    import tumor_synthesis
+
+    print(f"\nfield of view: the same liver in 256^2 and 512^2 axial fields of view, mix in place, "
+          f"{args.samples} samples per cell (median ms; load {load_average()})")
+    rows = {}
+    for size in (256, 512):
+        image, label = embed(image_f, label_f, size)
+        work_image, work_label = image.copy(), label.copy()
+        case = case_data_of(work_image, work_label, profile)
+
+        def reset():
+            np.copyto(work_image, image)
+            np.copyto(work_label, label)
+
+        for cached in (False, True):
+            rng = np.random.default_rng(args.seed)
+
+            def run():
+                tumor_synthesis.synthesize_tumors(work_image, work_label, rng, "mix", profile, inplace=True,
+                                                  case=case if cached else None)
+                return work_image, work_label
+
+            rows[size, cached] = measure(run, reset, args.samples, image).median
+        print(f"{size}^2 ({image.shape}, {image.size / 1e6:.0f} M voxels): per draw {1e3 * rows[size, False]:.1f} ms, "
+              f"case facts cached {1e3 * rows[size, True]:.1f} ms")
+    for cached in (False, True):
+        print(f"512^2 / 256^2, {'case facts cached' if cached else 'per draw'}: "
+              f"{rows[512, cached] / rows[256, cached]:.3f}")
+
+
+def growth_against_ellipsoids(image_f: np.ndarray, label_f: np.ndarray, affine, args) -> None:
+    """Default mixes of the growth and the ellipsoid model, in place with cached case facts, same run."""
+    import tumor_synthesis
+    from monai.data import MetaTensor
+
+    from tumor_synthesis.case_data import CASE_DATA_KEY
+    from tumor_synthesis.case_transform import TumorCaseDatad
+
+    meta_image = MetaTensor(torch.from_numpy(image_f.copy())[None], affine=torch.as_tensor(affine))
+    meta_label = MetaTensor(torch.from_numpy(label_f.copy())[None], affine=torch.as_tensor(affine))
+    cpu = torch.device("cpu")
+    times = {}
+    for synthesis in ("growth", "ellipsoid"):
+        options = {"synthesis": synthesis, "growth_grid_mm": args.growth_grid_mm}
+        case = TumorCaseDatad(keys=("image", "label"), **options)({"image": meta_image, "label": meta_label})
+        transform = tumor_synthesis.TumorGenerated(prob=1.0, inplace=True, **options).set_random_state(args.seed)
+        draw = _timed_sampler(transform, meta_image, meta_label, image_f, label_f, cpu, case[CASE_DATA_KEY])
+        draw()  # first-call costs (and the case's lazily kept facts) are not a sample's
+        times[synthesis] = [draw()[0] for _ in range(args.growth_samples)]
+    g, e = float(np.median(times["growth"])), float(np.median(times["ellipsoid"]))
+    print(f"\ngrowth vs ellipsoids, default mixes, {args.growth_samples} samples each, in place, case facts cached "
+          f"(load {load_average()}): growth {1e3 * g:.1f} ms, ellipsoids {1e3 * e:.1f} ms, ratio {g / e:.2f}")
 
 
 def print_tables(results, baseline: float, args) -> None:
@@ -311,20 +419,22 @@ def print_tables(results, baseline: float, args) -> None:
         f"\nmedian time per sample, one core; ours: {args.samples} samples, original-style: "
         f"{args.original_samples}; x base = time / baseline"
     )
+    print(f"load average: {load_average()}; 'cached' = in place with the case facts cached (the training "
+          "pipeline); speed-ups of 'cached'")
     header = (
-        f"{'type':7s} | {'copy (default)':>18s} | {'in place':>16s} | {'original-style':>18s} | "
-        f"{'speed-up vs orig.-style':>23s} | {'vs orig. figure':>15s}"
+        f"{'type':7s} | {'copy (default)':>18s} | {'in place':>16s} | {'cached':>16s} | {'original-style':>18s} | "
+        f"{'vs orig.-style':>14s} | {'vs published':>12s}"
     )
     print(header)
     print("-" * len(header))
-    for tumor_type, (copy, inplace, orig) in results.items():
+    for tumor_type, (copy, inplace, orig, cached) in results.items():
         figure = ORIGINAL_SECONDS[tumor_type]
         print(
             f"{tumor_type:7s} | {1e3 * copy.median:7.1f} ms {copy.median / baseline:4.2f}x | "
             f"{1e3 * inplace.median:6.1f} ms {inplace.median / baseline:4.2f}x | "
+            f"{1e3 * cached.median:6.1f} ms {cached.median / baseline:4.2f}x | "
             f"{1e3 * orig.median:7.1f} ms {orig.median / baseline:4.2f}x | "
-            f"copy {orig.median / copy.median:4.1f}x, inpl {orig.median / inplace.median:4.1f}x | "
-            f"{figure / copy.median:4.1f}x | {figure / inplace.median:4.1f}x"
+            f"{orig.median / cached.median:13.1f}x | {figure / cached.median:11.1f}x"
         )
     print("\nextra peak memory per sample loop (MB above the RSS before it) and what was painted (mean +- s.e.)")
     header = (
@@ -342,7 +452,7 @@ def print_tables(results, baseline: float, args) -> None:
         values = np.asarray(values, dtype=np.float64)
         return f"{values.mean():5.1f}+-{values.std() / math.sqrt(max(1, values.size)):<4.1f}"
 
-    for tumor_type, (copy, inplace, orig) in results.items():
+    for tumor_type, (copy, inplace, orig, _) in results.items():
         ours_voxels = copy.tumor_voxels + inplace.tumor_voxels
         ours_drop = copy.hu_drop + inplace.hu_drop
         print(
@@ -416,8 +526,13 @@ def _lag_correlation(t: np.ndarray, lag: int) -> float:
 # --- the growth model -----------------------------------------------------------------------------
 
 
-def _timed_sampler(transform, meta_image, meta_label, image_f, label_f, device):
-    """A function that restores the sample (untimed), paints it in place and returns (seconds, label)."""
+def _timed_sampler(transform, meta_image, meta_label, image_f, label_f, device, case_data=None):
+    """A function that restores the sample (untimed), paints it in place and returns (seconds, label).
+
+    ``case_data``: the case's facts (:mod:`tumor_synthesis.case_data`) handed over with every draw.
+    """
+    from tumor_synthesis.case_data import CASE_DATA_KEY
+
     work_image, work_label = meta_image.clone().to(device), meta_label.clone().to(device)
     source_image, source_label = torch.from_numpy(image_f)[None].to(device), torch.from_numpy(label_f)[None].to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -427,7 +542,10 @@ def _timed_sampler(transform, meta_image, meta_label, image_f, label_f, device):
         work_label.as_tensor().copy_(source_label)
         sync()
         t0 = time.perf_counter()
-        transform({"image": work_image, "label": work_label})
+        data = {"image": work_image, "label": work_label}
+        if case_data is not None:
+            data[CASE_DATA_KEY] = case_data
+        transform(data)
         sync()
         return time.perf_counter() - t0, work_label[0].cpu().numpy()
 
@@ -531,6 +649,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="growth model: simulation grid spacing in mm (TumorGenerated's default 2; published 1)")
     parser.add_argument("--organ", default="liver", choices=("liver", "pancreas", "kidney"),
                         help="growth model: organ of the phantom case")
+    parser.add_argument("--growth-samples", type=int, default=20,
+                        help="default run: samples of each model's default mix for growth vs ellipsoids (0: skip)")
     parser.add_argument("--mix-samples", type=int, default=40,
                         help="growth model: samples of the default mix per model")
     parser.add_argument(

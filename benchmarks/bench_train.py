@@ -3,8 +3,12 @@
 Measures, on phantom abdomen CT (``phantom.make_phantom_dataset``):
 
 1. Data pipeline: training samples per second delivered by the DataLoader after the
-   deterministic prefix is cached, with and without synthetic tumors, for each number of
-   workers in ``--workers``. Baseline: the same pipeline without ``--syn`` in the same run.
+   deterministic prefix is cached (with ``--syn`` it holds the synthesis' per-case facts,
+   ``tumor_synthesis.case_data``), with and without synthetic tumors, for each number of
+   workers in ``--workers`` (default 1, 2, 4). Baseline: the same pipeline without ``--syn``
+   in the same run. Also the synthesis share of the loader's time: each sample's synthesis
+   seconds (``labelfree.data.wrappers.TimedTransform``) over the time a worker spends per
+   sample (workers / samples per second).
 2. Model step: one optimizer step (forward, DiceCE loss, backward, AdamW) of the default
    UNet on a batch of ``--batch_size`` patches of ``--roi``^3. Baseline: one forward pass
    without gradients in the same run.
@@ -26,6 +30,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -43,6 +48,7 @@ from tumor_synthesis.learned import GeneratorConfig, TumorGenerator
 from labelfree.data.loaders import build_train_dataset
 from labelfree.data.datalist import load_datalist
 from labelfree.data.transforms import get_transforms
+from labelfree.data.wrappers import SYNTHESIS_SECONDS_KEY
 from labelfree.runtime.timing import median_seconds
 from labelfree.runtime.distributed import resolve_device
 
@@ -56,7 +62,7 @@ def get_args() -> argparse.Namespace:
     p.add_argument("--spacing", type=float, default=2.0, help="phantom and resampling spacing in mm")
     p.add_argument("--roi", type=int, default=96, help="patch edge in voxels")
     p.add_argument("--batch_size", type=int, default=2)
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts to compare")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="DataLoader worker counts to compare")
     p.add_argument("--batches", type=int, default=8, help="batches per timed pipeline run")
     p.add_argument("--steps", type=int, default=5, help="timed optimizer steps per repeat")
     p.add_argument("--repeats", type=int, default=3)
@@ -85,7 +91,7 @@ def make_loader(items, syn: bool, workers: int, args):
     from monai.data import DataLoader
 
     transform = get_transforms("train", a_min=LIVER_WINDOW[0], a_max=LIVER_WINDOW[1], space=(args.spacing,) * 3,
-                               roi_size=(args.roi,) * 3, syn=syn)
+                               roi_size=(args.roi,) * 3, syn=syn, time_synthesis=syn)
     dataset = build_train_dataset(items, transform, cache_num=len(items), cache_rate=1.0, workers=workers,
                                   progress=False)
     generator = torch.Generator().manual_seed(args.seed)
@@ -98,27 +104,37 @@ def endless(loader):
         yield from loader
 
 
-def pipeline_rate(loader, args) -> float:
-    """Median samples/s over ``repeats`` runs of ``batches`` batches (after 2 warm-up batches)."""
+def pipeline_rate(loader, args) -> tuple[float, float]:
+    """Median samples/s over ``repeats`` runs of ``batches`` batches (after 2 warm-up batches), and the
+    mean synthesis seconds per sample of those batches (NaN without synthesis)."""
     batches = endless(loader)
     for _ in range(2):
         next(batches)
-    rates = []
+    rates, synthesis = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        n = sum(next(batches)["image"].shape[0] for _ in range(args.batches))
+        n = 0
+        for _ in range(args.batches):
+            batch = next(batches)
+            n += batch["image"].shape[0]
+            if SYNTHESIS_SECONDS_KEY in batch:
+                synthesis += [float(v) for v in torch.as_tensor(batch[SYNTHESIS_SECONDS_KEY]).reshape(-1)]
         rates.append(n / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return statistics.median(rates), statistics.fmean(synthesis) if synthesis else float("nan")
 
 
 def bench_pipeline(items, args) -> None:
     print(f"\n== data pipeline: {len(items)} cached cases, roi {args.roi}^3, batch {args.batch_size}, "
-          f"{args.spacing} mm ==")
-    print(f"{'workers':>8} {'no syn (samples/s)':>20} {'--syn (samples/s)':>19} {'syn / no-syn':>13}")
+          f"{args.spacing} mm; load average {', '.join(f'{v:.2f}' for v in os.getloadavg())} ==")
+    print(f"{'workers':>8} {'no syn (samples/s)':>20} {'--syn (samples/s)':>19} {'syn / no-syn':>13} "
+          f"{'synthesis ms/sample':>20} {'synthesis share':>16}")
     for workers in args.workers:
-        plain = pipeline_rate(make_loader(items, False, workers, args), args)
-        syn = pipeline_rate(make_loader(items, True, workers, args), args)
-        print(f"{workers:>8} {plain:>20.2f} {syn:>19.2f} {syn / plain:>13.2f}", flush=True)
+        plain, _ = pipeline_rate(make_loader(items, False, workers, args), args)
+        syn, seconds = pipeline_rate(make_loader(items, True, workers, args), args)
+        # A worker spends workers / rate seconds per sample (all of them busy).
+        share = seconds * syn / max(workers, 1)
+        print(f"{workers:>8} {plain:>20.2f} {syn:>19.2f} {syn / plain:>13.2f} {1e3 * seconds:>20.1f} "
+              f"{share:>16.2f}", flush=True)
 
 
 def synchronize(device):

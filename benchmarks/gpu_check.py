@@ -19,7 +19,7 @@ What it runs, each part recorded as ``ok`` / ``failed: <error>`` / ``not availab
    512 x 512 x 120 phantom (0.8 x 0.8 x 2.5 mm, resampled to 1 mm: 410 x 410 x 300 voxels) with ``--roi_mode``
    none / body / organ (random UNet weights: the organ pass then finds noise, so its time is an
    upper bound), AMP, the device's default ``sw_batch_size``.
-4. ``synthesis_*``: the CUDA paths of the synthesis models (growth, generator, quality
+4. ``synthesis_*``: the CUDA paths of the synthesis models (growth, generator, diffusion, quality
    control) where the installed ``tumor_synthesis`` has them, else ``not available``.
 
 Figures go to ``<out>/gpu_check.json`` and ``<out>/gpu_check.md`` (atomic writes).
@@ -287,13 +287,20 @@ def inference_check(path: Path, sizes: Sizes, device: torch.device, roi_mode: st
 #: The synthesis paths checked on the device: the growth model painting a CUDA tensor, the
 #: quality control's frozen-segmentor check of a batch, and the learned generator: one
 #: adversarial step of syn_train.py's networks and losses (AMP on CUDA) followed by main.py's
-#: repainting of a batch (``generator_step_s_median`` is the step, ``batch_s_median`` the repaint).
-SYNTHESIS_MODELS = ("growth", "quality_control", "generator")
+#: repainting of a batch (``generator_step_s_median`` is the step, ``batch_s_median`` the repaint); the
+#: diffusion model: one training step of ``syn_train.py --model diffusion`` (AMP on CUDA) on crops of
+#: its training size, then ``main.py --synthesis diffusion``'s repainting of a batch of segmentation
+#: crops at 4 and 10 sampling steps (``diffusion_step_s_median``, ``batch_s_median_4_steps`` / ``_10_steps``).
+SYNTHESIS_MODELS = ("growth", "quality_control", "generator", "diffusion")
+#: Training crop of the diffusion check (voxels): the model paints windows of this size around the tumors.
+DIFFUSION_ROI = {"cuda": 64, "cpu": 16}
 
 
 def synthesis_check(name: str, datalist: Path, root: Path, sizes: Sizes, device: torch.device) -> dict:
     if name == "generator":
         return generator_check(sizes, device)
+    if name == "diffusion":
+        return diffusion_check(sizes, device)
     from labelfree.data.datalist import load_datalist
     from labelfree.data.transforms import get_transforms
 
@@ -388,6 +395,56 @@ def generator_check(sizes: Sizes, device: torch.device) -> dict:
         raise RuntimeError(f"non-finite generator losses {losses}")
     return {"generator_step_s_median": step_s, "batch_s_median": repaint_s, "amp": amp,
             **{k: round(v, 4) for k, v in losses.items()}}
+
+
+def diffusion_check(sizes: Sizes, device: torch.device) -> dict:
+    from labelfree.training.generator import DiffusionSynthesis
+    from tumor_synthesis.diffusion import DiffusionConfig, TumorDiffusion
+
+    amp = device.type == "cuda"
+    roi = (sizes.roi,) * 3
+    window = (DIFFUSION_ROI[device.type],) * 3
+    torch.manual_seed(0)
+    channels = (16, 32, 64) if device.type == "cuda" else (8, 16)
+    config = DiffusionConfig(organ="liver", window=(-21.0, 189.0), spacing=(sizes.train_space,) * 3, sign=-1,
+                             channels=channels, roi=window)
+    model = TumorDiffusion(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    c = window[0] // 2
+    real = torch.rand((2, 1, *window), device=device) * 0.5 + 0.25
+    tumor = torch.zeros_like(real, dtype=torch.bool)
+    tumor[..., c - 4:c + 4, c - 4:c + 4, c - 4:c + 4] = True
+    losses = []
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, enabled=amp):
+            loss = model(real, tumor, torch.Generator().manual_seed(len(losses)))
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss.item())
+
+    step_s, _ = timed_with_result(step, device)
+    # main.py's repainting: a batch of segmentation crops with one engine tumor each, in the organ.
+    healthy_label = torch.ones((2, 1, *roi), dtype=torch.uint8, device=device)
+    label = healthy_label.clone()
+    c = sizes.roi // 2
+    label[..., c - 4:c + 4, c - 4:c + 4, c - 4:c + 4] = 2
+    healthy = torch.rand((2, 1, *roi), device=device) * 0.5 + 0.25
+    engine = torch.where(label == 2, healthy - 0.2, healthy)
+    result = {"diffusion_step_s_median": step_s, "amp": amp, "window": list(window), "crop": list(roi)}
+    for steps in (4, 10):
+        paint = DiffusionSynthesis(model, [2], steps=steps, seed=0, amp=amp)  # freezes the model
+        seconds, (painted, _) = timed_with_result(lambda: paint(engine, label, healthy, healthy_label), device)
+        if not bool(torch.isfinite(painted).all()) or not torch.equal(painted[label != 2], healthy[label != 2]):
+            raise RuntimeError(f"the diffusion repaint at {steps} steps changed voxels outside its tumors or is "
+                               "not finite")
+        result[f"batch_s_median_{steps}_steps"] = seconds
+    if not all(math.isfinite(v) for v in losses):
+        raise RuntimeError(f"non-finite diffusion losses {losses}")
+    return {**result, "loss": round(losses[-1], 4)}
 
 
 # ---------------------------------------------------------------------------- report

@@ -6,7 +6,8 @@
 #      synthetic, painted on the fly by tumor_synthesis.TumorGenerated;
 #   3. evaluate it with validation.py on the phantom tumor cases it never saw (validation list of
 #      healthy.json): predictions in the original geometry, Dice, NSD, lesion detection;
-#   4. print and save the results table and PNG overlays (prediction vs reference).
+#   4. print and save the results table and PNG overlays (prediction vs reference); validation.py has
+#      also written an HTML report with a slice browser per case (report/index.html beside metrics.csv).
 #
 # The commands are the original project's, with a CPU budget: 2 mm voxels, 64^3 patches and
 # 250 epochs of 4 steps (8 healthy cases, batch 2), plus --syn_rim_mm=3: synthetic tumors keep
@@ -56,4 +57,5 @@ step "done"
 echo "results table: $OUT/report/demo.md"
 echo "overlays (CT | reference | prediction): $OUT/report/overlays/"
 echo "per-case metrics and predictions (NIfTI): $OUT/outs/synt.no_pretrain.unet/0.5/"
+echo "report with a slice browser per case (open in a browser, no server): $OUT/outs/synt.no_pretrain.unet/0.5/report/index.html"
 echo "training curves (TensorBoard event files): $OUT/runs/; to view them: pip install -e '.[tensorboard]' && tensorboard --logdir $OUT/runs"

@@ -1,9 +1,9 @@
-"""Writers and header parsers for NRRD, MetaImage and DICOM series, independent of ITK.
+"""Writers and header parsers for NRRD, MetaImage and DICOM series, independent of (Simple)ITK.
 
 The tests write scans in these formats by hand (NRRD and MetaImage: text header + raw
 bytes, as their specifications describe; DICOM: pydicom datasets with the geometry tags),
 and compute where each voxel lies in the world from the header fields alone, so the
-project's readers (MONAI's ITKReader) are checked against an independent computation.
+project's readers (SimpleITK) are checked against an independent computation.
 
 World coordinates are returned in RAS+ mm (the NIfTI convention): the formats' LPS+
 coordinates with the first two axes negated.

@@ -18,6 +18,9 @@ Below them, pure functions driven by a ``numpy.random.Generator``:
 * :mod:`tumor_synthesis.sizes`: size classes and tumor types, as tables;
 * :mod:`tumor_synthesis.shape`: ellipsoids and their elastic deformation;
 * :mod:`tumor_synthesis.placement`: the organ's working box and tumor centres;
+* :mod:`tumor_synthesis.case_data`, :mod:`tumor_synthesis.case_transform`: what synthesis needs to know about a case alone (organ box,
+  placement slices, organ statistics), computed once per case by ``TumorCaseDatad`` in a
+  pipeline's cached prefix, or on the fly;
 * :mod:`tumor_synthesis.texture`: the noise texture, drawn only where tumors are;
 * :mod:`tumor_synthesis.intensity`: edge blur and HU change;
 * :mod:`tumor_synthesis.organs`: organ profiles (window, labels, laws), as data: liver,
@@ -39,21 +42,53 @@ them by name (the engine imports nothing from ``labelfree``):
   :mod:`~labelfree.apps.realism.report`).
 """
 
-from tumor_synthesis.array import TumorGenerate
-from tumor_synthesis.engine import SynthesisPlan, SynthesisResult, synthesize_tumors
-from tumor_synthesis.growth import GROWTH_RULES, GrowthRules, get_growth_rules
-from tumor_synthesis.growth_engine import GrowthPlan, GrowthResult, grow_tumors
-from tumor_synthesis.organs import (
-    LesionKind,
-    MultiOrganProfile,
-    OrganProfile,
-    available_organs,
-    get_organ_profile,
-    with_surface_rim,
-)
-from tumor_synthesis.sizes import SIZE_CLASSES, TUMOR_TYPES
-from tumor_synthesis.models import SYNTHESIS_MODELS, SynthesisModel, get_synthesis_model
-from tumor_synthesis.transform import TumorGenerated
+import importlib
+
+#: Where each public name lives. Imported on first use (PEP 562), so that reading an organ
+#: profile (``tumor_synthesis.organs``) does not import MONAI and torch: ``labelfree-score``
+#: needs the label conventions and nothing else of this package.
+_EXPORTS = {
+    "TumorGenerate": "tumor_synthesis.array",
+    "SynthesisPlan": "tumor_synthesis.engine",
+    "SynthesisResult": "tumor_synthesis.engine",
+    "synthesize_tumors": "tumor_synthesis.engine",
+    "GROWTH_RULES": "tumor_synthesis.growth",
+    "GrowthRules": "tumor_synthesis.growth",
+    "get_growth_rules": "tumor_synthesis.growth",
+    "GrowthPlan": "tumor_synthesis.growth_engine",
+    "GrowthResult": "tumor_synthesis.growth_engine",
+    "grow_tumors": "tumor_synthesis.growth_engine",
+    "LesionKind": "tumor_synthesis.organs",
+    "MultiOrganProfile": "tumor_synthesis.organs",
+    "OrganProfile": "tumor_synthesis.organs",
+    "available_organs": "tumor_synthesis.organs",
+    "get_organ_profile": "tumor_synthesis.organs",
+    "with_surface_rim": "tumor_synthesis.organs",
+    "SIZE_CLASSES": "tumor_synthesis.sizes",
+    "TUMOR_TYPES": "tumor_synthesis.sizes",
+    "SYNTHESIS_MODELS": "tumor_synthesis.models",
+    "SynthesisModel": "tumor_synthesis.models",
+    "get_synthesis_model": "tumor_synthesis.models",
+    "TumorGenerated": "tumor_synthesis.transform",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    try:  # a submodule, as ``import tumor_synthesis; tumor_synthesis.engine`` found it before
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "TumorGenerated",

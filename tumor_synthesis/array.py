@@ -11,6 +11,7 @@ from monai.data.utils import affine_to_spacing
 from monai.transforms import RandomizableTransform
 from monai.utils import TransformBackends, convert_data_type, convert_to_dst_type, convert_to_tensor
 
+from tumor_synthesis.case_data import CaseData, case_key, compute_case_data
 from tumor_synthesis.growth_engine import GROWTH_GRID_MM
 from tumor_synthesis.models import SynthesisOptions, get_synthesis_model
 from tumor_synthesis.organs import MultiOrganProfile, OrganProfile, get_organ_profile
@@ -93,6 +94,11 @@ class TumorGenerate(RandomizableTransform):
             is at least that fraction of its full value, so it ends where the visible lesion
             fades (see ``synthesize_tumors``; ``python -m tumor_synthesis.realism`` measures
             the halo).
+        preset: ``"original"`` (default: the published method, bit for bit) or
+            ``"realistic"``: the organ profile's realistic values
+            (``tumor_synthesis.organs.Preset``: sharper edges, a label that ends where the
+            visible lesion ends, real lesions' contrast), for the ellipsoid and growth models;
+            organs without such values are refused.
 
     Raises:
         ValueError: bad arguments, or (when called) inputs that are not ``(1, H, W, D)``
@@ -113,10 +119,12 @@ class TumorGenerate(RandomizableTransform):
         growth_grid_mm: float = GROWTH_GRID_MM,
         device: str | torch.device | None = None,
         label_visible_edge: float | None = None,
+        preset: str = "original",
     ) -> None:
         RandomizableTransform.__init__(self, prob)
         model_class = get_synthesis_model(synthesis)
-        options = SynthesisOptions(surface_rim_mm, growth_grid_mm, label_visible_edge)
+        options = SynthesisOptions(surface_rim_mm, growth_grid_mm, label_visible_edge, preset)
+        self.preset = preset
         self.model = model_class(get_organ_profile(organ), options)
         self.synthesis = synthesis
         self.growth_grid_mm = float(growth_grid_mm)
@@ -152,7 +160,8 @@ class TumorGenerate(RandomizableTransform):
         # A 128-bit seed from self.R feeds the engine's own Generator.
         self._seed = self.R.randint(0, 2**32, size=4, dtype=np.uint64)
 
-    def __call__(self, image, label, randomize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image, label, randomize: bool = True,
+                 case_data: CaseData | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Paint one sample.
 
         Args:
@@ -160,6 +169,10 @@ class TumorGenerate(RandomizableTransform):
             label: (1, H, W, D) label with the organ(s) of the profile.
             randomize: draw a new sample first; False reuses the last draw of
                 :meth:`randomize` (as a dictionary wrapper does).
+            case_data: the case's facts from :meth:`case_data` (e.g. computed once per case
+                in a pipeline's cached prefix by :class:`tumor_synthesis.case_transform.TumorCaseDatad`);
+                used only when they were made for this label's shape and affine, this
+                spacing and this profile, else computed afresh. The sample is the same either way.
 
         Returns:
             ``(image, label)`` as tensors (see the class docstring), painted or not.
@@ -170,14 +183,36 @@ class TumorGenerate(RandomizableTransform):
             self.randomize()
         if not self._do_transform:
             return image, label
+        spacing = self._spacing_of(image)
+        if case_data is not None and case_data.key != case_key(label, spacing, self.profile):
+            case_data = None  # made for other arrays (a crop, another spacing or profile): not these
         work = self.model.work_arrays(image, label)
         inplace = self.inplace and work.views
-        painted = self.model.paint(work.image, work.label, np.random.default_rng(self._seed), self._spacing_of(image),
-                                   self._tumor_type, inplace)
+        painted = self.model.paint(work.image, work.label, np.random.default_rng(self._seed), spacing,
+                                   self._tumor_type, inplace, case=case_data)
         if painted is None or inplace:
             return image, label
         return tuple(convert_to_dst_type(new[None], dst=old, dtype=old.dtype)[0]
                      for new, old in zip(painted, (image, label)))
+
+    def case_data(self, image, label) -> CaseData:
+        """The per-case facts this transform needs for ``(image, label)`` (:mod:`tumor_synthesis.case_data`).
+
+        Deterministic: a function of the case, the spacing and the profile only. Pass the
+        result to :meth:`__call__` on every draw of the same arrays to skip the per-case work.
+
+        Args:
+            image: (1, H, W, D) image in HU, numpy array or tensor / MetaTensor.
+            label: (1, H, W, D) label.
+        """
+        check_image_label(image, label)
+        # As __call__ sees them (prepare() without the move): the key must be the one computed there.
+        image, label = (x if isinstance(x, torch.Tensor) else convert_to_tensor(x, track_meta=False)
+                        for x in (image, label))
+        spacing = self._spacing_of(image)
+        key = case_key(label, spacing, self.profile)
+        host = [(x.as_tensor() if isinstance(x, MetaTensor) else x).detach()[0].cpu().numpy() for x in (image, label)]
+        return compute_case_data(host[1], key, host[0])
 
     def prepare(self, x) -> torch.Tensor:
         """``x`` as this transform returns it: a tensor (a MetaTensor stays one) on ``device``.

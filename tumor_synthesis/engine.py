@@ -3,8 +3,9 @@
 Order of work in :func:`synthesize_tumors`, all driven by one ``numpy.random.Generator``, one
 function per step:
 
-1. the organ's crop (:func:`_organ_crop`, via :func:`placement.scan_label`), or nothing when
-   the label already holds a tumor;
+1. the organ's crop (:func:`placement.scan_label`), or nothing when the label already holds
+   a tumor: from the case's :class:`case_data.OrganCase` when one is passed (computed once
+   per case), else computed here the same way;
 2. the sample-wide draws (:func:`_draw_sample`): the tumors of the drawn type
    (:func:`sizes.sample_tumor_specs`), one texture and one set of intensity parameters;
 3. the working box (:func:`_working_box`), then for each tumor a deformed shape
@@ -40,17 +41,19 @@ from tumor_synthesis.intensity import (
     apply_change,
     blur_radius_vox,
     blur_sigma_vox,
+    changed_values,
     merge_boxes,
     sample_intensity,
     sample_target_intensity,
     soft_mask,
     target_change,
 )
+from tumor_synthesis.case_data import OrganCase, erosion_radius_vox, organ_case
 from tumor_synthesis.organs import OrganProfile
-from tumor_synthesis.placement import CenterSampler, scan_label
+from tumor_synthesis.placement import CenterSampler
 from tumor_synthesis.shape import tumor_shape
 from tumor_synthesis.sizes import TumorSpec, sample_tumor_specs
-from tumor_synthesis.texture import TextureParams, sample_texture_params, texture_field
+from tumor_synthesis.texture import TextureParams, sample_texture_params, texture_field, texture_values
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ def synthesize_tumors(
     inplace: bool = False,
     shared_label: bool = False,
     label_visible_edge: float | None = None,
+    case: OrganCase | None = None,
 ) -> SynthesisResult | None:
     """Paint synthetic tumors of ``tumor_type`` into the organ of a healthy volume.
 
@@ -126,6 +130,9 @@ def synthesize_tumors(
             fraction in (0, 1) also labels the organ voxels whose blurred mask reaches that
             fraction of its full value: the label ends where the visible lesion fades to that
             fraction of its difference (``labelfree.apps.realism.cli`` measures the halo).
+        case: this organ's per-case facts (:mod:`case_data`) for this label at this
+            spacing, e.g. computed once per case in a pipeline's cached prefix; None computes
+            them here. The sample is the same either way.
 
     Returns:
         The result, or None (inputs untouched) when the label already holds a tumor (a
@@ -138,7 +145,9 @@ def synthesize_tumors(
             f"image and label must be (H, W, D) arrays of one shape, got {image.shape} and {label.shape}"
         )
     spacing = tuple(float(s) for s in spacing)
-    crop = _organ_crop(label, profile, shared_label)
+    if case is None:
+        case = organ_case(label, profile, shared_label)
+    crop = case.crop
     if crop is None:
         return None
     if not inplace:
@@ -148,8 +157,9 @@ def synthesize_tumors(
     sigma_vox = blur_sigma_vox(draw.intensity.blur_sigma_mm, spacing)
     blur_radius = np.array(blur_radius_vox(sigma_vox))
     work = _working_box(crop, label, image, profile, draw.specs, draw.unclipped, spacing, blur_radius)
-    sampler = _center_sampler(crop, profile, spacing)
-    pieces, placed = _place_tumors(draw.specs, draw.unclipped, crop, work, sampler, spacing, rng,
+    sampler = case.sampler(profile.placement_band, erosion_radius_vox(profile, spacing),
+                           profile.erosion_border_is_organ)
+    pieces, placed = _place_tumors(draw.specs, draw.unclipped, case, work, sampler, spacing, rng,
                                    profile.centered_sizes)
     image_work = image[work.slices]
     brush = _Brush(
@@ -158,7 +168,8 @@ def synthesize_tumors(
         sigma_vox=sigma_vox,
         texture=draw.texture,
         intensity=draw.intensity,
-        organ_hu=_organ_statistics(image_work, work.organ) if any(p.unclipped for p in pieces) else None,
+        organ_hu=case.organ_statistics(image, label, profile.organ_label) if any(p.unclipped for p in pieces)
+        else None,
         label_visible_edge=label_visible_edge,
     )
     rim = _ball(profile.surface_rim_mm, spacing) if profile.surface_rim_mm > 0 else None
@@ -173,19 +184,6 @@ def synthesize_tumors(
 
     plan = SynthesisPlan(tumor_type, tuple(placed), draw.texture, draw.intensity, spacing)
     return SynthesisResult(image, label, plan)
-
-
-def _organ_crop(label: np.ndarray, profile: OrganProfile, shared_label: bool):
-    """The organ's crop (:func:`placement.scan_label`), or None when the sample is skipped.
-
-    Skipped when the label already holds a tumor (a value above the organ label; with
-    ``shared_label`` the organ's own tumor label) or the organ is absent or too thin.
-    """
-    if shared_label:
-        if (label == profile.tumor_label).any():
-            return None
-        return scan_label((label == profile.organ_label).view(np.uint8), 1)[1]
-    return scan_label(label, profile.organ_label)[1]
 
 
 @dataclass(frozen=True)
@@ -210,12 +208,6 @@ def _draw_sample(rng: np.random.Generator, tumor_type: str, profile: OrganProfil
         spec.size in profile.exophytic_sizes and bool(rng.random() < profile.exophytic_probability) for spec in specs
     ]
     return _SampleDraw(specs, texture, intensity, unclipped)
-
-
-def _center_sampler(crop, profile: OrganProfile, spacing) -> CenterSampler:
-    """Tumor centres in the profile's z band of the organ, in-plane eroded by ``erosion_radius_mm``."""
-    erosion = tuple(int(round(profile.erosion_radius_mm / s)) for s in spacing[:2])
-    return CenterSampler(crop, profile.placement_band, erosion, profile.erosion_border_is_organ)
 
 
 @dataclass(frozen=True)
@@ -273,9 +265,24 @@ def _paint_cluster(image_box, label_box, union, organ, exophytic: bool, brush: _
     if brush.label_visible_edge is not None:
         # Taken before the texture scales the change in place: the edge is the mask's own.
         union = union | (organ & (change >= np.float32(brush.label_visible_edge)))
-    tex = texture_field(change.shape, brush.spacing, brush.texture, rng)
-    change, paint = _intensity_change(change, tex, image_box, union, organ, exophytic, brush, rng)
-    apply_change(image_box, paint, change)
+    if exophytic or brush.profile.intensity_model == "target":
+        tex = texture_field(change.shape, brush.spacing, brush.texture, rng)
+        change, paint = _intensity_change(change, tex, image_box, union, organ, exophytic, brush, rng)
+        apply_change(image_box, paint, change)
+    else:
+        # Only organ voxels that the blurred mask reaches can change: the texture and the
+        # arithmetic run on those alone (the same values as over the whole box).
+        reached = change != 0
+        reached &= organ
+        where = np.flatnonzero(reached)
+        values = change.reshape(-1)[where]
+        values *= texture_values(change.shape, brush.spacing, brush.texture, rng, where)
+        values *= np.float32(brush.intensity.sign * brush.intensity.difference_hu)
+        moved = values != 0
+        if not moved.all():
+            reached.reshape(-1)[where[~moved]] = False
+            values = values[moved]
+        image_box[reached] = changed_values(image_box[reached], values)
     label_box[union] = brush.profile.tumor_label
 
 
@@ -338,21 +345,6 @@ def _working_box(crop, label, image, profile, specs, unclipped, spacing, blur_ra
     return _WorkBox(lo, organ, outside)
 
 
-def _organ_statistics(image: np.ndarray, organ: np.ndarray) -> tuple[float, float]:
-    """Median HU of the organ and its voxel noise (HU).
-
-    The noise is the robust spread (1.4826 MAD) of the differences between neighbouring
-    organ voxels along x, divided by sqrt 2: the organ's own structure (cortex, medulla)
-    barely moves it, unlike the spread of the values themselves.
-    """
-    median = float(np.median(image[organ]))
-    pairs = organ[1:] & organ[:-1]
-    if not pairs.any():
-        return median, 0.0
-    steps = image[1:][pairs].astype(np.float32) - image[:-1][pairs]
-    return median, float(1.4826 * np.median(np.abs(steps - np.median(steps))) / np.sqrt(2.0))
-
-
 def _touching_organ(union: np.ndarray, organ: np.ndarray) -> np.ndarray:
     """The 26-connected components of ``union`` that hold organ voxels."""
     components, _ = ndimage.label(union, structure=np.ones((3, 3, 3), dtype=bool))
@@ -402,8 +394,9 @@ class _Piece:
     unclipped: bool = False
 
 
-def _place_tumors(specs, unclipped, crop, work, sampler: CenterSampler, spacing, rng, centered_sizes):
+def _place_tumors(specs, unclipped, case: OrganCase, work, sampler: CenterSampler, spacing, rng, centered_sizes):
     """Draw each tumor's shape and centre; keep the part of its mask inside the working box."""
+    crop = case.crop
     box_shape = np.array(work.organ.shape)
     to_box = np.array(crop.start) - work.start
     pieces, placed = [], []
@@ -412,7 +405,7 @@ def _place_tumors(specs, unclipped, crop, work, sampler: CenterSampler, spacing,
         shape = tumor_shape(spec, spacing, rng)
         if spec.size in centered_sizes:
             if center_of_mass is None:
-                center_of_mass = _organ_center(crop, spacing)
+                center_of_mass = case.memo(("centre", spacing), lambda: _organ_center(crop, spacing))
             center = center_of_mass
         else:
             center = np.array(sampler.sample(rng))

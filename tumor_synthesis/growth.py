@@ -234,10 +234,12 @@ class SimGrid:
         spacing: image voxel size (mm).
         thresholds_hu: (L + d, L + 2d, O) of the rules.
         grid_mm: target grid spacing (mm).
+        tissue: the whole tissue map (:attr:`cache` of a dense grid) of this very grid, image
+            and label, e.g. kept from an earlier draw of the same case; copied, not read again.
     """
 
     def __init__(self, image: torch.Tensor, label: torch.Tensor, organ_label: int, start, shape, spacing,
-                 thresholds_hu, grid_mm: float = 1.0) -> None:
+                 thresholds_hu, grid_mm: float = 1.0, tissue: torch.Tensor | None = None) -> None:
         self.device = image.device
         spacing = tuple(float(s) for s in spacing)
         self.k = tuple(max(1, int(round(s / grid_mm))) for s in spacing)
@@ -259,8 +261,16 @@ class SimGrid:
         #: Tissue class per grid voxel, -1 until first read.
         self.cache = torch.full((self.numel,), -1, dtype=torch.int8, device=self.device)
         self._dense = False
-        if self.numel <= DENSE_TISSUE_MAX_VOXELS:
+        if tissue is not None:
+            self.cache.copy_(tissue)  # a copy: the automaton turns yielding vessels into organ
+            self._dense = True
+        elif self.numel <= DENSE_TISSUE_MAX_VOXELS:
             self._read_all(image, label)
+
+    @property
+    def dense(self) -> bool:
+        """The whole tissue map has been read (:attr:`cache` holds no unknown voxel)."""
+        return self._dense
 
     def _read_all(self, image: torch.Tensor, label: torch.Tensor) -> None:
         """Fill the whole tissue map: the image voxel at each grid voxel's centre (strided views, no gathers)."""

@@ -178,6 +178,7 @@ def grow_tumors(
     inplace: bool = False,
     shared_label: bool = False,
     grid_mm: float = 1.0,
+    case=None,
 ) -> GrowthResult | None:
     """Grow tumors of size class ``size`` in the organ of a healthy volume.
 
@@ -198,6 +199,8 @@ def grow_tumors(
         grid_mm: spacing (mm) of the simulation grid (published: 1). A coarser grid is
             faster; the iteration count, the satellites' reach and the necrosis are scaled
             to keep the tumors' physical sizes (:func:`grid_iterations`).
+        case: this organ's per-case facts (:class:`case_data.OrganCase`) for this label,
+            e.g. computed once per case; None finds the organ's box here (the same box).
 
     Returns:
         The result, or None (inputs untouched) when the label already holds a tumor or the
@@ -207,7 +210,11 @@ def grow_tumors(
         raise ValueError(f"image and label must be (H, W, D) tensors of one shape, got {tuple(image.shape)} "
                          f"and {tuple(label.shape)}")
     growth_size = rules.size(size)
-    box = organ_box(label, organ_label, tumor_label, shared_label)
+    if case is not None:
+        crop = case.crop
+        box = None if crop is None else (tuple(crop.start), tuple(s + n for s, n in zip(crop.start, crop.mask.shape)))
+    else:
+        box = organ_box(label, organ_label, tumor_label, shared_label)
     if box is None:
         return None
     start, stop = box
@@ -222,8 +229,14 @@ def grow_tumors(
     generator = torch.Generator(device=image.device)
     generator.manual_seed(int(rng.integers(0, 2**63 - 1)))
 
+    # The tissue map depends on the case alone: read once per case when its facts come along.
+    tissue_key = ("growth tissue", tuple(float(s) for s in spacing), float(grid_mm), rules.thresholds_hu,
+                  str(image.device))
+    tissue = None if case is None else case.values.get(tissue_key)
     grid = SimGrid(image, label, organ_label, start, tuple(b - a for a, b in zip(start, stop)), spacing,
-                   rules.thresholds_hu, grid_mm)
+                   rules.thresholds_hu, grid_mm, tissue=tissue)
+    if case is not None and tissue is None and grid.dense:
+        case.values[tissue_key] = grid.cache.clone()
     scale = float(np.mean(grid.spacing_mm))  # mm per grid voxel
     device = image.device
     seeds = grid.from_box(*(torch.tensor([v[a] for v in seed_voxels], device=device) for a in range(3)))

@@ -22,70 +22,39 @@ P_S(tumor | synthetic voxels))`` with a frozen segmentor S trained on real tumor
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import ResidualUnit, UpSample
 from monai.networks.layers import GaussianFilter
 
+from tumor_synthesis.painter_config import PainterConfig
+
 #: Voxel classes of the discriminator.
 BACKGROUND, REAL_TUMOR, SYNTHETIC_TUMOR = 0, 1, 2
 
 
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(PainterConfig):
     """What a trained generator was made for; stored in its checkpoint.
 
-    Attributes:
-        organ: organ profile name (``tumor_synthesis.organs``).
-        window: ``(a_min, a_max)`` HU the crops were windowed with (mapped to [0, 1]).
-        spacing: voxel size (mm) of the crops.
-        sign: -1 tumors darker than the organ, +1 brighter (the organ profile's sign).
-        max_offset_hu: bound of the offset's magnitude in HU.
-        channels: feature channels per UNet level (each level halves the crop).
+    Attributes (besides :class:`~tumor_synthesis.painter_config.PainterConfig`'s organ, window,
+    spacing, sign, max_offset_hu and channels):
         mask_sigma_vox: Gaussian blur (voxels) of the tumor mask the offset is multiplied by.
         roi: crop size (voxels) it was trained on; whole volumes are painted in windows of it
             (:func:`paint_volume`), so that its instance norms see what they saw in training.
     """
 
-    organ: str
-    window: tuple[float, float]
-    spacing: tuple[float, float, float]
-    sign: int
-    max_offset_hu: float = 150.0
-    channels: tuple[int, ...] = (16, 32, 64)
     mask_sigma_vox: float = 1.0
     roi: tuple[int, int, int] = (96, 96, 96)
 
-    def __post_init__(self) -> None:
-        if self.sign not in (-1, 1):
-            raise ValueError(f"generator sign must be -1 or +1, got {self.sign}")
-        if not self.max_offset_hu > 0:
-            raise ValueError(f"the largest offset must be positive, got {self.max_offset_hu} HU")
-        if len(self.channels) < 2:
-            raise ValueError(f"the generator needs at least two UNet levels, got channels {self.channels}")
-
-    @property
-    def max_offset(self) -> float:
-        """The bound in window units ([0, 1] spans the window)."""
-        return self.max_offset_hu / (self.window[1] - self.window[0])
-
-    @property
-    def divisor(self) -> int:
-        """Crop sizes must be multiples of this (the UNet's downsampling)."""
-        return 2 ** (len(self.channels) - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+    kind_name: ClassVar[str] = "generator"
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GeneratorConfig":
-        return cls(organ=str(d["organ"]), window=tuple(float(x) for x in d["window"]),
-                   spacing=tuple(float(x) for x in d["spacing"]), sign=int(d["sign"]),
-                   max_offset_hu=float(d["max_offset_hu"]), channels=tuple(int(c) for c in d["channels"]),
-                   mask_sigma_vox=float(d["mask_sigma_vox"]),
+    def from_dict(cls, d: Mapping[str, Any]) -> GeneratorConfig:
+        return cls(**PainterConfig.shared_fields(d), mask_sigma_vox=float(d["mask_sigma_vox"]),
                    roi=tuple(int(r) for r in d.get("roi", (96, 96, 96))))
 
 
@@ -156,6 +125,23 @@ class TumorGenerator(torch.nn.Module):
         self.config = config
         self.net = UpsamplingUNet(3, 1, config.channels)
         self.blur = GaussianFilter(spatial_dims=3, sigma=config.mask_sigma_vox)
+        #: How the offset is laid on (a painting option, not a weight: the organ preset's
+        #: ``Preset.learned``). False (the original): times the blurred mask, so the darkening
+        #: spreads a voxel or two past the label (the halo). True: times the blurred mask inside
+        #: the label only, a soft edge that the label covers; the network's input is unchanged.
+        self.inside_label = False
+
+    def paint_options(self, options: Mapping[str, Any]) -> "TumorGenerator":
+        """Set the painting options (``inside_label``) from a preset's ``learned`` mapping; returns self.
+
+        Raises:
+            ValueError: an unknown option.
+        """
+        unknown = sorted(set(options) - {"inside_label"})
+        if unknown:
+            raise ValueError(f"unknown painting options of the learned generator: {unknown} (known: inside_label)")
+        self.inside_label = bool(options.get("inside_label", self.inside_label))
+        return self
 
     def forward(self, healthy: torch.Tensor, handcrafted: torch.Tensor, mask: torch.Tensor,
                 organ: torch.Tensor) -> torch.Tensor:
@@ -172,9 +158,10 @@ class TumorGenerator(torch.nn.Module):
         engine_change = (c.sign * (handcrafted - healthy) / c.max_offset).clamp(0.0, 1.0) * (soft > 0)
         raw = self.net(torch.cat([healthy, soft, engine_change], dim=1))
         offset = c.sign * c.max_offset * torch.sigmoid(raw.float())
-        painted = healthy + offset * soft
+        weight = soft * mask if self.inside_label else soft
+        painted = healthy + offset * weight
         # The window clips real CT to [0, 1]; a painted voxel beyond it would be a give-away.
-        return torch.where(soft > 0, painted.clamp(0.0, 1.0), healthy)
+        return torch.where(weight > 0, painted.clamp(0.0, 1.0), healthy)
 
 
 @torch.no_grad()

@@ -3,6 +3,11 @@
 Adding an organ is adding an :class:`OrganProfile` entry to :data:`PROFILES`; the engine
 and the transform read nothing organ-specific from anywhere else.
 
+Presets (:data:`PRESETS`): "original" is every profile as published; a profile's ``presets``
+maps another name ("realistic") to a :class:`Preset`, the values it replaces for each model
+(:func:`with_preset`, :func:`preset_of`). Only the liver has realistic values
+(:data:`LIVER_REALISTIC`; why each: docs/reference/organ-profiles.md).
+
 Organs (sources: REFERENCE.md section 5):
 
 * ``liver``: Hu et al. (CVPR 2023), every value of the original.
@@ -32,9 +37,15 @@ Organs (sources: REFERENCE.md section 5):
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Mapping
 
 from tumor_synthesis.sizes import TUMOR_TYPES
 from tumor_synthesis.texture import TextureConfig
+
+#: Synthesis presets: "original" is the published method bit for bit (every profile's own
+#: values); "realistic" changes what the realism measurements point at (see :class:`Preset`).
+PRESETS = ("original", "realistic")
 
 #: Intensity models: "difference" adds ``sign * texture * soft_mask * difference`` (liver,
 #: pancreas, kidney); "target" raises voxels towards a target HU (lung nodules).
@@ -54,6 +65,33 @@ class LesionKind:
     name: str
     hu_range: tuple[float, float]
     probability: float
+
+
+def _frozen(mapping: Mapping[str, object] | None = None) -> Mapping[str, object]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a named preset changes in the synthesis of one organ: data, read by the models.
+
+    Attributes:
+        profile: :class:`OrganProfile` fields to replace (ellipsoid model, and the engine
+            under the learned model), e.g. ``{"edge_blur_mm": (0.5, 1.0)}``.
+        growth: ``tumor_synthesis.growth.GrowthRules`` fields to replace (growth model).
+        learned: painting options of the learned generator
+            (``tumor_synthesis.learned.TumorGenerator.paint_options``).
+    """
+
+    profile: Mapping[str, object] = field(default_factory=_frozen)
+    growth: Mapping[str, object] = field(default_factory=_frozen)
+    learned: Mapping[str, object] = field(default_factory=_frozen)
+
+    def __post_init__(self):
+        for name in ("profile", "growth", "learned"):
+            object.__setattr__(self, name, _frozen(getattr(self, name)))
+        if "presets" in self.profile or "name" in self.profile:
+            raise ValueError("a preset cannot replace a profile's name or its presets")
 
 
 @dataclass(frozen=True)
@@ -97,6 +135,12 @@ class OrganProfile:
         surface_rim_mm: thickness (mm) of organ tissue kept between a clipped tumor and the
             organ's surface: the tumor is clipped to the organ eroded by this much (0: the
             original, a tumor is clipped at the surface itself).
+        label_visible_edge: None (the original): the label is the unblurred tumor mask. A
+            fraction in (0, 1): the label also takes the organ voxels where the blurred mask
+            reaches that fraction (``engine.synthesize_tumors``); a transform's own
+            ``label_visible_edge`` wins.
+        presets: named presets other than "original" (:data:`PRESETS`): what each changes
+            (:class:`Preset`); applied by :func:`with_preset`.
     """
 
     name: str
@@ -121,8 +165,18 @@ class OrganProfile:
     exophytic_probability: float = 0.0
     exophytic_min_hu: float = -300.0
     surface_rim_mm: float = 0.0
+    label_visible_edge: float | None = None
+    presets: Mapping[str, Preset] = field(default_factory=_frozen, compare=False, repr=False)
 
     def __post_init__(self):
+        object.__setattr__(self, "presets", _frozen(self.presets))
+        unknown_presets = [p for p in self.presets if p not in PRESETS or p == "original"]
+        if unknown_presets:
+            raise ValueError(f"organ profile {self.name!r}: unknown presets {unknown_presets}; the presets are "
+                             f"{list(PRESETS)} (original: the profile itself)")
+        edge = self.label_visible_edge
+        if edge is not None and not 0.0 < float(edge) < 1.0:
+            raise ValueError(f"organ profile {self.name!r}: label_visible_edge must be a fraction in (0, 1) or None")
         unknown = [t for t in self.tumor_types if t not in TUMOR_TYPES]
         if unknown:
             raise ValueError(f"organ profile {self.name!r}: unknown tumor types {unknown}")
@@ -200,12 +254,25 @@ _DIFFTUMOR_PROBABILITIES = (0.4, 0.4, 0.1, 0.1)
 #: Abdomen window of DiffTumor and FreeTumor (HU).
 ABDOMEN_WINDOW = (-175.0, 250.0)
 
+#: The liver's "realistic" preset. Each value answers one measurement of ``python -m
+#: tumor_synthesis.realism`` (docs/reference/organ-profiles.md: the measurement, the published
+#: fact, the figures before and after): edges as sharp as real lesions' at 1 mm (the published
+#: sigma U(1, 2) mm spreads them over 4-8 mm), a label that ends where the visible lesion ends
+#: (half the blurred step), the contrast of real hypodense lesions, and the learned generator's
+#: offset kept inside the label.
+LIVER_REALISTIC = Preset(
+    profile={"edge_blur_mm": (0.5, 1.0), "difference_hu": (80.0, 160.0), "label_visible_edge": 0.5},
+    growth={"blur_mm": (0.3, 0.6), "difference_hu": (85.0, 165.0), "grid_not_coarser_than_image": True},
+    learned={"inside_label": True},
+)
+
 #: Known organs. Liver: the values of Hu et al. (CVPR 2023).
 PROFILES: dict[str, OrganProfile | MultiOrganProfile] = {
     "liver": OrganProfile(
         name="liver",
         window=(-21.0, 189.0),
         class_names=("background", "liver", "tumor"),
+        presets={"realistic": LIVER_REALISTIC},
     ),
     "lung": OrganProfile(
         name="lung",
@@ -295,3 +362,34 @@ def with_surface_rim(profile: OrganProfile | MultiOrganProfile, rim_mm: float) -
     if isinstance(profile, MultiOrganProfile):
         return replace(profile, members=tuple(replace(m, surface_rim_mm=rim_mm) for m in profile.members))
     return replace(profile, surface_rim_mm=rim_mm)
+
+
+def preset_of(organ: OrganProfile, preset: str) -> Preset:
+    """What ``preset`` changes for ``organ`` (nothing for "original").
+
+    Raises:
+        ValueError: an unknown preset, or one this organ has no values for (one line).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown synthesis preset {preset!r}; choose one of {list(PRESETS)}")
+    if preset == "original":
+        return Preset()
+    if preset not in organ.presets:
+        measured = [name for name, p in PROFILES.items() if isinstance(p, OrganProfile) and preset in p.presets]
+        raise ValueError(f"organ {organ.name!r} has no {preset!r} synthesis preset (organs with one: {measured}); "
+                         "use preset 'original'")
+    return organ.presets[preset]
+
+
+def with_preset(profile: OrganProfile | MultiOrganProfile, preset: str) -> OrganProfile | MultiOrganProfile:
+    """``profile`` (every member organ) with the profile fields of ``preset`` applied; "original": ``profile`` itself.
+
+    Raises:
+        ValueError: see :func:`preset_of`.
+    """
+    if preset == "original":
+        return profile
+    if isinstance(profile, MultiOrganProfile):
+        return replace(profile, members=tuple(with_preset(m, preset) for m in profile.members))
+    changes = preset_of(profile, preset).profile
+    return replace(profile, **changes) if changes else profile

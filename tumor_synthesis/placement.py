@@ -125,7 +125,8 @@ class CenterSampler:
     """Draws tumor centres in an organ crop (see the module docstring).
 
     Eroded slices are computed lazily and cached, so a sample with n tumors erodes at most
-    n slices.
+    n slices; with a shared ``candidates`` memo (the case's, :mod:`tumor_synthesis.case_data`)
+    a case erodes each slice once over all its draws.
 
     Args:
         crop: the organ crop.
@@ -135,15 +136,24 @@ class CenterSampler:
         border_is_organ: the crop's faces count as organ in the erosion (the original's
             border); False erodes from them too, so that centres keep their distance
             from the organ's edge even where it lies on the crop's face (lung nodules).
+        candidates: memo ``(z, eroded) -> flat candidate indices`` to read and fill (None: a
+            private one). It must belong to this crop, erosion radius and border rule.
     """
 
-    def __init__(self, crop: OrganCrop, band=(0.3, 0.7), erosion_radius_vox=(2, 2), border_is_organ: bool = True):
+    def __init__(self, crop: OrganCrop, band=(0.3, 0.7), erosion_radius_vox=(2, 2), border_is_organ: bool = True,
+                 candidates: dict | None = None):
         self.border_is_organ = bool(border_is_organ)
         self.mask = crop.mask
         self.z_first, self.z_last = crop.z_first, crop.z_last
         self.bands = widening_bands(band)
         self.erosion_radius = tuple(max(0, int(r)) for r in erosion_radius_vox)
-        self._candidates: dict[tuple[int, bool], np.ndarray] = {}
+        self._candidates: dict[tuple[int, bool], np.ndarray] = {} if candidates is None else candidates
+
+    def precompute_band(self) -> None:
+        """Erode every slice a first draw can pick (those of the first band), e.g. once per case."""
+        band = self.bands[0]
+        for z in range(self._slice_at(band[0]), self._slice_at(band[1]) + 1):
+            self._slice_candidates(z, True)
 
     def _slice_candidates(self, z: int, eroded: bool) -> np.ndarray:
         key = (z, eroded)
@@ -151,12 +161,17 @@ class CenterSampler:
             plane = self.mask[:, :, z]
             if eroded:
                 plane = erode_plane(plane, self.erosion_radius, self.border_is_organ)
-            self._candidates[key] = np.flatnonzero(plane)
+            flat = np.flatnonzero(plane)
+            # int32 where it fits: a case's memo holds the candidates of dozens of slices.
+            self._candidates[key] = flat.astype(np.int32) if plane.size < 2**31 else flat
         return self._candidates[key]
 
-    def _draw_z(self, rng: np.random.Generator, band) -> int:
+    def _slice_at(self, fraction: float) -> int:
         # Round half to even, like Python's round() in the original.
-        return int(np.rint(rng.uniform(band[0], band[1]) * (self.z_last - self.z_first))) + self.z_first
+        return int(np.rint(fraction * (self.z_last - self.z_first))) + self.z_first
+
+    def _draw_z(self, rng: np.random.Generator, band) -> int:
+        return self._slice_at(rng.uniform(band[0], band[1]))
 
     def sample(self, rng: np.random.Generator) -> tuple[int, int, int]:
         """One centre (x, y, z) in crop voxel coordinates, on an organ voxel."""

@@ -1,4 +1,4 @@
-"""``python -m tumor_synthesis.preview``: PNG previews of synthetic tumors, kept under the engine's name.
+"""``python -m tumor_synthesis.preview``: PNG and HTML previews of synthetic tumors, kept under the engine's name.
 
 The tool reads scans through the framework's readers, so it lives in :mod:`labelfree.apps.preview`;
 this module only dispatches there, by name, so that the engine itself imports nothing from

@@ -44,10 +44,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from scipy import ndimage
+
+if TYPE_CHECKING:  # annotations only: importing torch here would load it with the organ profiles
+    import torch
 
 #: scipy.ndimage's default Gaussian truncation, in sigmas.
 TRUNCATE = 4.0
@@ -252,6 +255,8 @@ def gaussian_field(shape, spacing, sigma_mm: float, rng: np.random.Generator) ->
     Returns:
         (h, w, d) float32 array.
     """
+    import torch  # here: the organ profiles import this module, and the scorer must stay free of torch
+
     bx, by, bz = (torch.from_numpy(_lattice_bumps(n, s, sigma_mm, rng)) for n, s in zip(shape, spacing))
     lx, ly, lz = bx.shape[1], by.shape[1], bz.shape[1]
     h, w, d = (int(n) for n in shape)
@@ -262,9 +267,37 @@ def gaussian_field(shape, spacing, sigma_mm: float, rng: np.random.Generator) ->
     with torch.inference_mode():
         field = (weights.reshape(lx * ly, lz) @ bz.T).reshape(lx, ly, d)
         field = field.permute(1, 0, 2).reshape(ly, lx * d)
-        field = (by @ field).reshape(w, lx, d).permute(1, 0, 2).reshape(lx, w * d)
-        field = (bx @ field).reshape(h, w, d)
+        field = _banded_matmul(by, field).reshape(w, lx, d).permute(1, 0, 2).reshape(lx, w * d)
+        field = _banded_matmul(bx, field).reshape(h, w, d)
     return field.numpy()
+
+
+#: Rows of a bump matrix multiplied at a time by :func:`_banded_matmul`.
+BAND_ROWS = 16
+
+
+def _banded_matmul(bumps: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``bumps @ other`` for a bump matrix whose rows are zero beyond :data:`BUMP_CUTOFF` sigmas.
+
+    Each block of :data:`BAND_ROWS` rows is multiplied with the lattice columns it reaches
+    only: a box many sigmas long costs a band, not the whole lattice, per voxel.
+    """
+    import torch  # as in gaussian_field
+
+    rows, cols = bumps.shape
+    if rows <= BAND_ROWS:
+        return bumps @ other
+    out = torch.empty((rows, other.shape[1]), dtype=other.dtype)
+    reached = bumps != 0
+    for lo in range(0, rows, BAND_ROWS):
+        hi = min(rows, lo + BAND_ROWS)
+        columns = torch.nonzero(reached[lo:hi].any(dim=0)).flatten()
+        if columns.numel() == 0:
+            out[lo:hi] = 0.0
+            continue
+        first, last = int(columns[0]), int(columns[-1]) + 1
+        torch.matmul(bumps[lo:hi, first:last], other[first:last], out=out[lo:hi])
+    return out
 
 
 def texture_field(
@@ -282,11 +315,36 @@ def texture_field(
     Returns:
         (h, w, d) float32 texture in [0, 1].
     """
+    return texture_values(shape, spacing, params, rng, None, extremes_z)
+
+
+def texture_values(shape, spacing, params: TextureParams, rng: np.random.Generator, where: np.ndarray | None,
+                   extremes_z: tuple[float, float] | None = None) -> np.ndarray:
+    """:func:`texture_field` at the voxels ``where`` only: the same values, the same draws from ``rng``.
+
+    The two Gaussian fields are drawn over the whole box (three small matrix products
+    each); the per-voxel arithmetic that maps them to the texture runs on the voxels asked
+    for: a cluster box of scattered tumors needs the texture on a fraction of its voxels.
+
+    Args:
+        shape: (h, w, d) voxels of the box.
+        spacing: voxel size (sx, sy, sz) in mm.
+        params: the sample's texture parameters.
+        rng: source of randomness.
+        where: flat (C-order) indices into the box, or None for the whole box.
+        extremes_z: see :func:`texture_law`.
+
+    Returns:
+        float32 texture in [0, 1]: (h, w, d) when ``where`` is None, else one value per index.
+    """
     law = texture_law(params, extremes_z)
     sigma_c = math.hypot(params.sigma_a_mm, params.sigma_b_mm)
+    mean_field = gaussian_field(shape, spacing, sigma_c, rng)
+    noise = gaussian_field(shape, spacing, params.sigma_b_mm, rng)
+    if where is not None:
+        mean_field, noise = mean_field.reshape(-1)[where], noise.reshape(-1)[where]
     # texture = beta * (A + noise_l2 * sqrt(A (1 - A)) * Zb), A = a_offset + a_gain * Zc,
     # computed in place: the boxes of a "mix" sample hold millions of voxels.
-    mean_field = gaussian_field(shape, spacing, sigma_c, rng)
     mean_field *= np.float32(law.a_gain)
     mean_field += np.float32(law.a_offset)
     spread = np.subtract(np.float32(1.0), mean_field)
@@ -294,7 +352,7 @@ def texture_field(
     np.maximum(spread, 0.0, out=spread)
     np.sqrt(spread, out=spread)
     spread *= np.float32(law.noise_l2 * law.beta)
-    texture = gaussian_field(shape, spacing, params.sigma_b_mm, rng)
+    texture = noise
     texture *= spread
     mean_field *= np.float32(law.beta)
     texture += mean_field

@@ -9,6 +9,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 
 from tumor_synthesis.array import TumorGenerate, check_image_label
+from tumor_synthesis.case_data import CASE_DATA_KEY
 from tumor_synthesis.growth_engine import GROWTH_GRID_MM
 from tumor_synthesis.organs import MultiOrganProfile, OrganProfile
 
@@ -22,6 +23,12 @@ class TumorGenerated(RandomizableTransform, MapTransform):
     every path, painted or not (a MetaTensor stays a MetaTensor with its metadata; numpy
     arrays come back as CPU tensors); see ``TumorGenerate`` for the painting itself, the
     synthesis models, the organs and the units.
+
+    Per-case facts (the organ's box, the placement slices, ...) come from the sample's
+    :data:`tumor_synthesis.case_data.CASE_DATA_KEY` entry when a
+    :class:`tumor_synthesis.case_transform.TumorCaseDatad` earlier in the pipeline made them for
+    these arrays (the entry is removed from the output); otherwise they are computed on the
+    fly. The painted sample is the same either way.
 
     All randomness is the array transform's: ``set_random_state(seed)`` reaches it and
     reproduces a sample exactly (the same sample as ``TumorGenerate`` with that seed), and
@@ -41,7 +48,9 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         growth_grid_mm: simulation grid spacing (mm) of the growth model.
         device: move image and label to this device first, painted or not.
         label_visible_edge: where the label of a blurred tumor ends (a fraction in (0, 1);
-            None: the original); ellipsoid model only.
+            None: the profile's, the original's unblurred mask by default); ellipsoid model only.
+        preset: ``"original"`` (default, the published method bit for bit) or ``"realistic"``
+            (the organ profile's realistic values; see ``TumorGenerate``).
 
     Raises:
         ValueError: bad arguments, or (when called) inputs that are not ``(1, H, W, D)``
@@ -65,6 +74,7 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         growth_grid_mm: float = GROWTH_GRID_MM,
         device: str | torch.device | None = None,
         label_visible_edge: float | None = None,
+        preset: str = "original",
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         if len(self.keys) != 2:
@@ -72,7 +82,7 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         self.tumor_generate = TumorGenerate(
             prob=prob, tumor_prob=tumor_prob, organ=organ, spacing=spacing, inplace=inplace,
             surface_rim_mm=surface_rim_mm, synthesis=synthesis, growth_grid_mm=growth_grid_mm, device=device,
-            label_visible_edge=label_visible_edge,
+            label_visible_edge=label_visible_edge, preset=preset,
         )
         RandomizableTransform.__init__(self, prob)
 
@@ -106,6 +116,11 @@ class TumorGenerated(RandomizableTransform, MapTransform):
         """Where the label of a blurred tumor ends (None: the original's unblurred mask)."""
         return self.tumor_generate.label_visible_edge
 
+    @property
+    def preset(self) -> str:
+        """The synthesis preset: "original" or "realistic"."""
+        return self.tumor_generate.preset
+
     def set_random_state(self, seed: int | None = None, state=None) -> "TumorGenerated":
         super().set_random_state(seed, state)
         self.tumor_generate.set_random_state(seed, state)
@@ -126,5 +141,9 @@ class TumorGenerated(RandomizableTransform, MapTransform):
             return d
         image_key, label_key = self.keys
         check_image_label(d[image_key], d[label_key], (image_key, label_key))
-        d[image_key], d[label_key] = self.tumor_generate(d[image_key], d[label_key], randomize=False)
+        # Per-case facts from the cached prefix (tumor_synthesis.case_transform.TumorCaseDatad), consumed
+        # here: the transforms after this one (crops, collation) have no use for them.
+        case_data = d.pop(CASE_DATA_KEY, None)
+        d[image_key], d[label_key] = self.tumor_generate(d[image_key], d[label_key], randomize=False,
+                                                         case_data=case_data)
         return d

@@ -22,6 +22,13 @@ and are scored on the SAME held-out phantom tumor cases:
   FreeTumor's learned synthesis), trained first by ``syn_train.py`` on the real arm's tumor
   cases (never the held-out ones) with the real arm's model as its frozen segmentor;
 * ``gan_qc``: ``gan`` with the quality control of ``handcrafted_qc``.
+* ``synthetic_realistic``, ``growth_realistic``, ``gan_realistic``: the ``synthetic``, ``growth``
+  and ``gan`` arms with ``--syn_preset realistic`` (the organ profile's realistic values:
+  sharper edges, a label that ends where the visible lesion ends, real lesions' contrast);
+  same healthy cases, budget and held-out cases as the original arm they repeat.
+* ``diffusion``: the synthetic arm with the ellipsoids repainted by a diffusion model
+  (``--synthesis diffusion``), trained first by ``syn_train.py --model diffusion`` on the real
+  arm's tumor cases (never the held-out ones; no segmentor).
 
 The tumor cases are split once: the first ``--n_real_train`` train the real and mixed
 arms, the rest are the held-out validation set of every arm (never trained on). Arms
@@ -59,15 +66,21 @@ from labelfree.evaluation.figures import shrink_png
 from labelfree.io.checkpoint import CHECKPOINT_BEST
 from labelfree.training.trainer import read_scalars
 from labelfree.data.datalist import read_datalist_json
-from labelfree.io.atomic import write_json_atomic
+from labelfree.io.atomic import OutputWriteError, write_json_atomic
+from labelfree.io.output_dir import check_output_dir
+from labelfree.runtime.cli_errors import exits_on
 
-ARMS = ("real", "synthetic", "mixed", "synthetic_no_rim", "growth", "handcrafted_qc", "gan", "gan_qc")
+#: Arms that repeat an original arm (the name before ``_realistic``) with ``--syn_preset realistic``.
+REALISTIC_ARMS = ("synthetic_realistic", "growth_realistic", "gan_realistic")
+ARMS = ("real", "synthetic", "mixed", "synthetic_no_rim", "growth", "handcrafted_qc", "gan", "gan_qc",
+        "diffusion") + REALISTIC_ARMS
 #: Arms that paint synthetic tumors.
-SYN_ARMS = ("synthetic", "mixed", "synthetic_no_rim", "growth", "handcrafted_qc", "gan", "gan_qc")
+SYN_ARMS = ("synthetic", "mixed", "synthetic_no_rim", "growth", "handcrafted_qc", "gan", "gan_qc",
+            "diffusion") + REALISTIC_ARMS
 #: Arms whose synthetic crops the real arm's model checks (FreeTumor's quality control).
 QC_ARMS = ("handcrafted_qc", "gan_qc")
 #: Arms whose tumors the trained generator repaints.
-GAN_ARMS = ("gan", "gan_qc")
+GAN_ARMS = ("gan", "gan_qc", "gan_realistic")
 #: The clone whose entry points the steps run (labelfree/apps/experiment.py -> the repository root).
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,6 +113,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     train.add_argument("--generator_epochs", type=int, default=150,
                        help="syn_train.py epochs of the generator (one epoch: the healthy cases once, batch "
                             "--batch_size)")
+    train.add_argument("--diffusion_epochs", type=int, default=12,
+                       help="syn_train.py --model diffusion epochs of 50 steps of batch 4 (the diffusion arm)")
+    train.add_argument("--diffusion_roi", type=int, default=32,
+                       help="training crop (voxels) of the diffusion model: it paints windows of this size")
+    train.add_argument("--syn_steps", type=int, default=10, help="sampling steps of the diffusion arm")
 
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="runs/experiment", help="runs, datalists and predictions")
@@ -148,7 +166,8 @@ def build_datalists(args: argparse.Namespace, folder: Path) -> dict[str, Path]:
                          f"{root}, --n_real_train {args.n_real_train}")
     real_train, held_out = tumor_cases[: args.n_real_train], tumor_cases[args.n_real_train:]
     training = {"real": real_train, "synthetic": healthy, "mixed": healthy + real_train, "synthetic_no_rim": healthy,
-                "growth": healthy, "handcrafted_qc": healthy, "gan": healthy, "gan_qc": healthy}
+                "growth": healthy, "handcrafted_qc": healthy, "gan": healthy, "gan_qc": healthy, "diffusion": healthy,
+                **{arm: healthy for arm in REALISTIC_ARMS}}
     paths = {}
     for arm, items in training.items():
         datalist = {
@@ -172,6 +191,20 @@ def generator_path(args: argparse.Namespace) -> Path:
     return Path(args.out) / "generator" / "generator.pt"
 
 
+def diffusion_path(args: argparse.Namespace) -> Path:
+    return Path(args.out) / "diffusion_model" / "diffusion.pt"
+
+
+def diffusion_command(args: argparse.Namespace, datalists: dict[str, Path]) -> list[str]:
+    """syn_train.py --model diffusion on the real arm's tumor cases."""
+    space, roi = str(args.space), str(args.diffusion_roi)
+    return [sys.executable, "syn_train.py", "--model", "diffusion", "--train_dir", args.data_root, "--json_dir",
+            str(datalists["real"]), "--space_x", space, "--space_y", space, "--space_z", space, "--roi_x", roi,
+            "--roi_y", roi, "--roi_z", roi, "--batch_size=4", "--steps_per_epoch=50",
+            f"--max_epochs={args.diffusion_epochs}", f"--syn_steps={args.syn_steps}", f"--workers={args.workers}",
+            f"--seed={args.seed}", "--noamp", "--device=auto", "--logdir", str(diffusion_path(args).parent), "--resume"]
+
+
 def generator_command(args: argparse.Namespace, datalists: dict[str, Path]) -> list[str]:
     """syn_train.py on the real arm's tumor cases and the healthy cases, with the real arm's model."""
     space, roi = str(args.space), str(args.roi)
@@ -184,6 +217,9 @@ def generator_command(args: argparse.Namespace, datalists: dict[str, Path]) -> l
 
 
 def train_command(args: argparse.Namespace, arm: str, datalist: Path, n_train: int, logdir: Path) -> list[str]:
+    if arm in REALISTIC_ARMS:  # the original arm's command, with the organ profile's realistic preset
+        original = arm.removesuffix("_realistic")
+        return train_command(args, original, datalist, n_train, logdir) + ["--syn_preset", "realistic"]
     steps_per_epoch = math.ceil(n_train / args.batch_size)
     epochs = max(1, round(args.steps / steps_per_epoch))
     warmup = max(1, round(args.warmup_fraction * epochs))
@@ -204,6 +240,9 @@ def train_command(args: argparse.Namespace, arm: str, datalist: Path, n_train: i
     command += ["--syn", f"--syn_rim_mm={0.0 if arm == 'synthetic_no_rim' else args.syn_rim_mm}"]
     if arm in GAN_ARMS:
         command += ["--synthesis", "gan", "--syn_generator", str(generator_path(args))]
+    if arm == "diffusion":
+        command += ["--synthesis", "diffusion", "--syn_generator", str(diffusion_path(args)),
+                    f"--syn_steps={args.syn_steps}"]
     if arm in QC_ARMS:
         command += ["--syn_qc", str(segmentor_path(args))]
     return command
@@ -224,9 +263,13 @@ def is_newer(path: Path, than: Path) -> bool:
     return path.is_file() and than.is_file() and path.stat().st_mtime > than.stat().st_mtime
 
 
+@exits_on(OutputWriteError)
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     out, results = Path(args.out), Path(args.results)
+    if not args.dry_run:  # both writable: told before the first command runs
+        check_output_dir(out, "--out")
+        check_output_dir(results, "--results")
     ensure_data(args)
     if args.dry_run and not (Path(args.data_root) / "phantom_info.json").is_file():
         print("(dry run: no data root yet, the remaining commands need it)")
@@ -240,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     for arm in arms:
         if arm in GAN_ARMS:  # resumes (or finds finished) the generator run
             run(generator_command(args, datalists), args.dry_run)
+        if arm == "diffusion":  # resumes (or finds finished) the diffusion model's run
+            run(diffusion_command(args, datalists), args.dry_run)
         n_train = len(read_datalist_json(datalists[arm])["training"])
         logdir = out / arm
         run(train_command(args, arm, datalists[arm], n_train, logdir), args.dry_run)
@@ -269,6 +314,14 @@ def main(argv: list[str] | None = None) -> int:
         "(adversarial weight 0.1, segmentor weight 1, the real arm's model as the frozen segmentor), then "
         "`--synthesis gan`; the generator repaints the ellipsoids of the synthetic arm (same rim).",
     ]
+    if any(arm in arm_dirs for arm in REALISTIC_ARMS):
+        notes.append("Realistic arms (`*_realistic`): their original arm's command with `--syn_preset realistic` "
+                     "(the organ profile's realistic values; docs/reference/organ-profiles.md).")
+    if "diffusion" in arm_dirs:
+        notes.append(f"Diffusion arm: `syn_train.py --model diffusion` {args.diffusion_epochs} epochs of 50 steps "
+                     f"(batch 4, {args.diffusion_roi}^3 crops) on the real arm's {args.n_real_train} tumor cases, then "
+                     f"`--synthesis diffusion --syn_steps {args.syn_steps}`; it repaints the ellipsoids of the "
+                     "synthetic arm (same rim).")
     for arm in QC_ARMS:
         if arm in arm_dirs and (out / arm).is_dir():
             kept, checked = qc_acceptance(out / arm)

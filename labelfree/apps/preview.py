@@ -1,7 +1,7 @@
-"""Preview synthetic tumors on one healthy case, as PNG.
+"""Preview synthetic tumors on one healthy case, as PNG and, with ``--html``, in the report's slice browser.
 
     python -m tumor_synthesis.preview --image img.nii.gz --label liver.nii.gz \\
-        --out preview.png --type mix --seed 0 [--spacing 1 1 1] [--montage montage.png]
+        --out preview.png --type mix --seed 0 [--spacing 1 1 1] [--montage montage.png] [--html preview_html]
     python -m tumor_synthesis.preview --organ lung --image chest.nii.gz --label lung.nii.gz \\
         --out nodules.png [--type few_small]
 
@@ -12,7 +12,11 @@ axial and coronal slices through the largest synthetic tumor, before and after, 
 tumor outlined in red and the organ in green (radiological view: patient's right on the
 left, anterior / superior up; intensities in the organ's training window), and a zoom
 without outlines to judge edges and texture. ``--montage``
-writes a second figure with one axial slice per tumor type, side by side.
+writes a second figure with one axial slice per tumor type, side by side. ``--html DIR``
+writes ``DIR/index.html``: the slice browser of the evaluation report
+(:mod:`labelfree.evaluation.html_report`) with the healthy scan beside the one with synthetic
+tumors, same slice, wheel / arrow keys through the volume in three views, the synthetic tumors
+listed by size (a click shows each one); it opens from disk, with no server.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from scipy import ndimage
 from tumor_synthesis.organs import OrganProfile, available_organs, get_organ_profile
 from tumor_synthesis.transform import TumorGenerated
 from labelfree.io.atomic import atomic_path
+from labelfree.io.output_dir import check_output_dir, check_output_file
 from labelfree.runtime.cli_errors import exits_on
 
 
@@ -44,7 +49,7 @@ def load_case(image_path: str, label_path: str, spacing=None) -> dict:
 
     from labelfree.io.formats import path_exists
 
-    from labelfree.io.readers import load_transform
+    from labelfree.io.image_reader import load_transform
 
     for what, path in (("image", image_path), ("label", label_path)):
         if not path_exists(path):
@@ -123,13 +128,21 @@ def _show(ax, image, organ, tumor, window, title, aspect):
     ax.set_axis_off()
 
 
-def _summary(before_img, after_img, after_lab, tumor_label) -> str:
+def _tumor_facts(before_img, after_img, after_lab, tumor_label) -> dict:
+    """Components, voxels, mean HU change inside the tumors and the tumors' mean HU."""
     tumor = after_lab == tumor_label
-    n = ndimage.label(tumor)[1]
-    change = float(np.mean(after_img[tumor].astype(np.float64) - before_img[tumor])) if tumor.any() else 0.0
-    mean_after = float(np.mean(after_img[tumor])) if tumor.any() else float("nan")
-    return (f"{n} tumor components, {int(tumor.sum())} voxels, mean HU change {change:+.1f} "
-            f"(tumor mean {mean_after:.0f} HU)")
+    return {
+        "tumors": int(ndimage.label(tumor)[1]),
+        "voxels": int(tumor.sum()),
+        "hu_change": float(np.mean(after_img[tumor].astype(np.float64) - before_img[tumor])) if tumor.any() else 0.0,
+        "tumor_hu": float(np.mean(after_img[tumor])) if tumor.any() else float("nan"),
+    }
+
+
+def _summary(before_img, after_img, after_lab, tumor_label) -> str:
+    facts = _tumor_facts(before_img, after_img, after_lab, tumor_label)
+    return (f"{facts['tumors']} tumor components, {facts['voxels']} voxels, mean HU change {facts['hu_change']:+.1f} "
+            f"(tumor mean {facts['tumor_hu']:.0f} HU)")
 
 
 def _save(fig, path: Path) -> None:
@@ -215,6 +228,25 @@ def render_montage(before: dict, out: Path, seed: int, organ: str, rim_mm: float
     plt.close(fig)
 
 
+def write_html(before: dict, after: dict, folder: Path, tumor_type: str, seed: int, organ: str, source: str) -> Path:
+    """The slice browser of the healthy case beside its synthetic tumors: ``folder/index.html``."""
+    from labelfree.evaluation import html_report
+
+    profile = get_organ_profile(organ)
+    img0, img1, lab1 = _as_numpy(before["image"]), _as_numpy(after["image"]), _as_numpy(after["label"])
+    name = f"{Path(source).name.split('.')[0]}: {tumor_type}, seed {seed}"
+    case = html_report.synthesis_case(name, img0, img1, np.rint(lab1), _spacing(after["image"]), profile.organ_label,
+                                      profile.tumor_label, profile.window)
+    facts = _tumor_facts(img0, img1, lab1, profile.tumor_label)
+    row = {"case": name, "tumor type": tumor_type, "seed": seed, "tumors": facts["tumors"],
+           "tumor voxels": facts["voxels"], "mean HU change": f"{facts['hu_change']:+.1f}",
+           "tumor mean HU": f"{facts['tumor_hu']:.0f}"}
+    subtitle = (f"{source}; {organ} profile, window {profile.window[0]:g} to {profile.window[1]:g} HU; outlines: organ "
+                f"{html_report.SYNTHESIS_COLOURS['organ']}, synthetic tumors {html_report.SYNTHESIS_COLOURS['tumor']}")
+    return html_report.write_report(folder, f"Synthetic {organ} tumors", subtitle, "",
+                                    html_report.cases_table_html(list(row), [row]), [case])
+
+
 def _spacing(image) -> tuple[float, float, float]:
     from monai.data.utils import affine_to_spacing
 
@@ -252,6 +284,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="resample to this voxel size (mm) first, as Spacingd does in training",
     )
     parser.add_argument("--montage", default=None, help="also write a PNG with one slice per tumor type")
+    parser.add_argument("--html", default=None, metavar="DIR",
+                        help="also write DIR/index.html: the healthy scan beside the one with synthetic tumors in a "
+                             "slice browser (three views, window presets, tumors listed by size); opens from disk")
     parser.add_argument("--syn_rim_mm", type=float, default=None,
                         help="organ tissue (mm) kept between a tumor and the organ surface, as main.py's "
                              "--syn_rim_mm (default: the profile's, 0 as the original)")
@@ -264,6 +299,11 @@ def main(argv=None) -> int:
     if args.tumor_type is None:
         types = get_organ_profile(args.organ).tumor_types
         args.tumor_type = "mix" if "mix" in types else types[-1]
+    check_output_file(args.out, "--out")  # writable: told before the scan is read
+    if args.montage:
+        check_output_file(args.montage, "--montage")
+    if args.html:
+        check_output_dir(args.html, "--html")
     before = load_case(args.image, args.label, args.spacing)
     after = paint(before, args.tumor_type, args.seed, args.organ, args.syn_rim_mm)
     summary = render_preview(before, after, Path(args.out), args.tumor_type, args.seed, args.organ)
@@ -271,6 +311,9 @@ def main(argv=None) -> int:
     if args.montage:
         render_montage(before, Path(args.montage), args.seed, args.organ, args.syn_rim_mm)
         print(f"wrote {args.montage}")
+    if args.html:
+        print(f"wrote {write_html(before, after, Path(args.html), args.tumor_type, args.seed, args.organ, args.image)} "
+              "(open in a browser)")
     return 0
 
 

@@ -23,6 +23,7 @@ from typing import Sequence
 from labelfree.data.checks import SPLITS, check_datalist, declared_labels, format_problems, format_table
 from labelfree.data.datalist import DatalistError
 from labelfree.io.atomic import write_json_atomic
+from labelfree.io.output_dir import check_output_file
 from labelfree.runtime.cli_errors import exits_on
 
 DEFAULT_ALLOWED = (0, 1, 2)
@@ -60,6 +61,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 @exits_on(DatalistError, code=1)
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    if args.report:
+        check_output_file(args.report, "--report")  # writable: told before the cases are checked
     splits = SPLITS if args.split == "both" else (args.split,)
     allowed = args.allowed_labels or declared_labels(args.json_dir) or DEFAULT_ALLOWED
     print(f"allowed label values: {','.join(map(str, allowed))}; organ label: "

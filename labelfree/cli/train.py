@@ -24,7 +24,7 @@ from monai.losses import DiceCELoss
 
 from labelfree.config import flags as cli
 from labelfree.config.settings import RunSettings, SettingsError
-from labelfree.config.synthesis import check_synthesis_args
+from labelfree.config.synthesis import LEARNED_SYNTHESIS, check_synthesis_args
 from labelfree.data import preflight
 from labelfree.data.datalist import DatalistError, check_datalist_files, load_datalist
 from labelfree.data.loaders import (
@@ -36,6 +36,7 @@ from labelfree.data.loaders import (
 from labelfree.data.transforms import get_transforms
 from labelfree.inference.roi import add_roi_arguments, build_inferer
 from labelfree.io.atomic import remove_stale_temp_files
+from labelfree.io.output_dir import check_output_dir
 from labelfree.io.checkpoint import (
     CHECKPOINT_BEST,
     CHECKPOINT_FINAL,
@@ -92,13 +93,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--syn_qc_threshold", default=None, type=float,
                        help="with --syn_qc: minimum recognised fraction of the synthetic tumor voxels (default 0.7)")
     # Synthesis model (tumor_synthesis.TumorGenerated's ``synthesis``); kept in the checkpoint's args.
-    group.add_argument("--synthesis", default="ellipsoid", choices=("ellipsoid", "growth", "gan"),
+    group.add_argument("--synthesis", default="ellipsoid", choices=("ellipsoid", "growth") + LEARNED_SYNTHESIS,
                        help="with --syn: the original's deformed ellipsoids, tumors grown by a cellular automaton "
                             "(Pixel2Cancer's growth model; liver, pancreas, kidney, multi), or the ellipsoids "
-                            "repainted by a trained generator in the training step (FreeTumor; needs --syn_generator)")
+                            "repainted by a trained generator in the training step (FreeTumor; needs --syn_generator), "
+                            "or by a trained diffusion model (diffusion; needs --syn_generator)")
     group.add_argument("--syn_generator", default=None, type=str, metavar="PATH",
-                       help="with --synthesis gan: the generator checkpoint syn_train.py wrote (generator.pt) for "
-                            "this run's organ, window and spacing")
+                       help="with --synthesis gan or diffusion: the model file syn_train.py wrote (generator.pt with "
+                            "--model gan, diffusion.pt with --model diffusion) for this run's organ, window and spacing")
+    group.add_argument("--syn_steps", default=None, type=int,
+                       help="with --synthesis diffusion: sampling steps per painted window (default: the model "
+                            "file's, 10; fewer is faster, e.g. 4)")
     group.add_argument("--syn_grid_mm", default=None, type=float,
                        help="with --synthesis growth: spacing (mm) of the growth simulation grid (default 2; the "
                             "published model: 1, about 10 times slower)")
@@ -110,6 +115,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                             "fraction (e.g. 0.2), so the label ends where the visible lesion does (default off: the "
                             "original labels the unblurred mask and the darkening spreads past it; see "
                             "python -m tumor_synthesis.realism)")
+    cli.add_syn_preset_argument(group)
     group.add_argument("--cache_num", default=500, type=int,
                        help="cache the preprocessed (loaded, oriented, resampled) training cases, at most this many; "
                             "the rest are preprocessed on every draw (the original's cache never rotated, so cases "
@@ -202,6 +208,8 @@ def prepare(args: argparse.Namespace) -> tuple[torch.device, RunSettings, dict[s
     """Every check of the command line and its files, before any caching or file in the logdir."""
     device = resolve_device(args.device)
     settings = complete_args(args, device)
+    if args.logdir is not None and env_rank() == 0:  # the one process that writes there
+        check_output_dir(args.logdir, "--logdir")  # can be created and written: told before any data is read
     datalists = load_datalists(args)
     args.resume = resolve_resume(args)
     # Weight files, then every case's header and content.
@@ -238,9 +246,11 @@ def train(args: argparse.Namespace, settings: RunSettings, datalists: dict, ctx:
                               [t for _, _, _, t in settings.label_pairs], args.syn_qc_threshold, amp=amp)
         print0(ctx, f"quality control of synthetic crops by {args.syn_qc} (threshold {args.syn_qc_threshold})")
     learned = None
-    if args.synthesis == "gan":
-        learned = load_learned_synthesis(args.syn_generator, settings, ctx.device, amp)
-        print0(ctx, f"synthetic tumors repainted in the training step by the generator {args.syn_generator}")
+    if args.synthesis in LEARNED_SYNTHESIS:
+        learned = load_learned_synthesis(args.syn_generator, settings, ctx.device, amp, args.synthesis,
+                                         steps=args.syn_steps, seed=args.seed, preset=args.syn_preset)
+        painter = "generator" if args.synthesis == "gan" else "diffusion model"
+        print0(ctx, f"synthetic tumors repainted in the training step by the {painter} {args.syn_generator}")
     trainer = Trainer(
         model=model,
         optimizer=optimizer,
@@ -311,8 +321,8 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> RunSettings
         if args.syn_device != "loader":
             raise ValueError("--syn_qc carries the healthy crop from the loader: use it with --syn_device loader")
     check_synthesis_args(args, device)
-    if args.synthesis == "gan" and args.syn_device != "loader":
-        raise ValueError("--synthesis gan carries the healthy crop from the loader: use it with --syn_device loader")
+    if args.synthesis in LEARNED_SYNTHESIS and args.syn_device != "loader":
+        raise ValueError(f"--synthesis {args.synthesis} carries the healthy crop from the loader: use it with --syn_device loader")
     if args.syn_label_edge is not None and not (args.syn and 0.0 < args.syn_label_edge < 1.0):
         raise ValueError(f"--syn_label_edge needs --syn and a fraction in (0, 1), got {args.syn_label_edge}")
     if args.use_pretrained and args.model_name != "swin_unetrv2":
@@ -328,8 +338,8 @@ def complete_args(args: argparse.Namespace, device: torch.device) -> RunSettings
             raise CheckpointError(f"{flag} file not found: {path}")
     if args.syn_qc is not None:  # readable, and made for this run's preprocessing: checked before any caching
         load_qc_segmentor(args.syn_qc, settings, torch.device("cpu"))
-    if args.synthesis == "gan":
-        read_generator(args.syn_generator, settings)
+    if args.synthesis in LEARNED_SYNTHESIS:
+        read_generator(args.syn_generator, settings, args.synthesis)
     if args.logdir is None:
         print0(None, "note: no --logdir, so no TensorBoard events and no checkpoints are written")
     elif not args.save_checkpoint:
@@ -380,10 +390,10 @@ def build_loaders(args: argparse.Namespace, settings: RunSettings, datalists: di
     train_transform = get_transforms(
         "train", **preprocessing, roi_size=settings.roi, syn=args.syn, organ=settings.organ,
         syn_rim_mm=args.syn_rim_mm, time_synthesis=True,
-        keep_healthy=args.syn_qc is not None or args.synthesis == "gan",
+        keep_healthy=args.syn_qc is not None or args.synthesis in LEARNED_SYNTHESIS,
         # The generator repaints the ellipsoid engine's tumors in the training step.
-        synthesis="ellipsoid" if args.synthesis == "gan" else args.synthesis, syn_grid_mm=args.syn_grid_mm, syn_label_edge=args.syn_label_edge,
-        syn_device=ctx.device if args.syn_device == "cuda" else None,
+        synthesis="ellipsoid" if args.synthesis in LEARNED_SYNTHESIS else args.synthesis, syn_grid_mm=args.syn_grid_mm, syn_label_edge=args.syn_label_edge,
+        syn_preset=args.syn_preset, syn_device=ctx.device if args.syn_device == "cuda" else None,
     )
     train_ds = build_train_dataset(
         with_case_index(datalists["training"]), train_transform, args.cache_num, args.cache_rate, args.workers,

@@ -37,17 +37,20 @@ from tqdm import tqdm
 import labelfree.config.flags
 from labelfree.io.checkpoint import CHECKPOINT_BEST, CheckpointError, load_checkpoint
 from labelfree.inference import roi as roi_inference
-from labelfree.data.datalist import DatalistError, check_datalist_files, load_datalist
+from labelfree.data.datalist import DatalistError
 from labelfree.runtime.cli_errors import exits_on
 from labelfree.runtime.distributed import resolve_device
 from labelfree.evaluation import report
+from labelfree.evaluation.cases import evaluation_cases
 from labelfree.inference.predictor import Predictor, load_model
 from labelfree.inference.postprocess import DEFAULT_TUMOR_MARGIN_MM, postprocess_labels
-from labelfree.evaluation.scoring import score_cases, voxel_spacing
+from labelfree.evaluation.scoring import (add_convention_arguments, check_written_prediction, resolve_conventions,
+                                          score_cases, voxel_spacing)
 from labelfree.data.labels import LabelError
 from labelfree.networks import MODEL_NAMES, SWIN_FEATURE_SIZES
 from labelfree.config.settings import RunSettings, SettingsError
-from labelfree.io.formats import ReaderError, case_name, list_image_files
+from labelfree.io.formats import ReaderError
+from labelfree.io.output_dir import check_output_dir
 from labelfree.io.readers import read_geometry
 from labelfree.data.transforms import get_transforms
 from labelfree.data import preflight
@@ -94,7 +97,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     scoring = parser.add_argument_group("post-processing and scoring")
     scoring.add_argument("--no_postprocess", action="store_true", help="keep the raw argmax (no component filtering)")
     scoring.add_argument("--nsd_tolerance", default=2.0, type=float, help="NSD tolerance in mm (2)")
+    add_convention_arguments(scoring)  # --organ_region, --empty_mask_score
     scoring.add_argument("--save_dir", default="outs", help="output root (default: outs)")
+    scoring.add_argument("--no_report", action="store_true",
+                         help="do not write report/index.html (summary, sortable case table and a slice browser per "
+                              "case; opens from disk, no server)")
 
     bad = parser.add_argument_group("bad input and earlier results")
     bad.add_argument("--skip_bad_cases", action="store_true",
@@ -158,42 +165,8 @@ def resolve_settings(args: argparse.Namespace, checkpoint: dict | None,
 
 
 def collect_cases(args: argparse.Namespace) -> list[dict]:
-    """Cases to evaluate: ``{"image", "name"[, "label"]}`` with absolute paths, checked to exist.
-
-    Raises:
-        UsageError / DatalistError: no input given, a missing or unreadable file (all
-            listed), two cases with the same name. (Shapes, affines and contents are checked
-            by ``labelfree.data.preflight`` once the organ convention is known.)
-    """
-    if args.images and args.json_dir:
-        raise UsageError("give either --json_dir (datalist) or --images DIR, not both")
-    if args.images:
-        folder = Path(args.images)
-        if not folder.is_dir():
-            raise UsageError(f"--images {folder}: not a folder")
-        items = [{"image": str(p.absolute())} for p in list_image_files(folder)]
-        if not items:
-            raise UsageError(f"--images {folder}: no scan found (NIfTI, NRRD, MetaImage or DICOM sub-folders)")
-    elif args.json_dir:
-        items = load_datalist(args.json_dir, "validation", args.val_dir)
-        if not items:
-            raise DatalistError(f"datalist {args.json_dir} has an empty 'validation' list")
-    else:
-        raise UsageError("give --json_dir (a datalist) or --images DIR")
-    check_datalist_files(items, what=f"validation list of {args.json_dir or args.images}")
-
-    names: dict[str, str] = {}
-    problems = []
-    for item in items:
-        item["name"] = case_name(item["image"])
-        if item["name"] in names:
-            problems.append(f"two cases named {item['name']}: {names[item['name']]} and {item['image']}")
-        names[item["name"]] = item["image"]
-        if not item.get("label"):
-            item.pop("label", None)
-    if problems:
-        raise DatalistError(f"{len(problems)} problem(s) with the cases:\n  " + "\n  ".join(problems))
-    return items
+    """Cases to evaluate (``--json_dir``/``--val_dir`` or ``--images``): :func:`labelfree.evaluation.cases.evaluation_cases`."""
+    return evaluation_cases(args.json_dir, args.val_dir, args.images)
 
 
 
@@ -230,20 +203,22 @@ def predict_cases(predictor: Predictor, transforms, cases: list[dict], label_pai
         image_nii = read_geometry(case["image"])  # any format: shape and RAS affine of the input grid
         if postprocess:
             pred = postprocess_labels(pred, voxel_spacing(image_nii.affine), pairs, DEFAULT_TUMOR_MARGIN_MM)
-        report.save_prediction(pred, image_nii, out_dir / "pred" / f"{case['name']}.nii.gz")
+        written = report.save_prediction(pred, image_nii, out_dir / "pred" / f"{case['name']}.nii.gz")
+        check_written_prediction(written, image_nii, case["image"])  # read back: on the input's grid
 
 
 def main(args: argparse.Namespace) -> dict | None:
     """Run the evaluation; return the summary (``None`` when no case has a label)."""
     check_args(args)
     checkpoint_path = resolve_checkpoint_path(args)
+    out_dir = output_dir(args, checkpoint_path)
+    check_output_dir(out_dir / outputs.PRED_DIR, "--save_dir")  # writable: told before any scan is read
     cases = collect_cases(args)  # every input problem surfaces before the network loads
     checkpoint = load_checkpoint(checkpoint_path)
     settings, sources = resolve_settings(args, checkpoint, checkpoint_path)
     # Every case's header and content (NaN, label values of the organ convention), before any prediction.
     cases = preflight.screen_evaluation_cases(cases, settings.organ, settings.num_classes, args.skip_bad_cases,
                                               args.workers)
-    out_dir = output_dir(args, checkpoint_path)
     occupied = outputs.occupied_message(out_dir)
     if occupied and not args.overwrite:
         raise UsageError(occupied)
@@ -274,16 +249,23 @@ def main(args: argparse.Namespace) -> dict | None:
     print(f"{len(cases)} prediction(s) written to {out_dir / 'pred'} in {elapsed:.1f} s")
     if not n_labelled:
         return None
-    rows = score_cases(cases, out_dir / "pred", settings.label_pairs, args.nsd_tolerance, args.workers)
+    conventions = resolve_conventions(args.organ_region, args.empty_mask_score)
+    rows = score_cases(cases, out_dir / "pred", settings.label_pairs, args.nsd_tolerance, args.workers, **conventions)
     run_settings = {
         "checkpoint": str(checkpoint_path), "model": settings.model.name, "swin_type": settings.model.swin_type,
         "feature_size": settings.model.feature_size, "num_classes": settings.num_classes, "organ": settings.organ,
         "a_min": settings.window[0], "a_max": settings.window[1], "space_mm": list(settings.spacing),
         "roi": list(settings.roi), "val_overlap": args.val_overlap, "roi_mode": args.roi_mode, "nsd_tolerance_mm": args.nsd_tolerance,
         "postprocess": not args.no_postprocess, "tumor_margin_mm": DEFAULT_TUMOR_MARGIN_MM,
-        "cases_predicted": len(cases), "seconds": elapsed,
+        "cases_predicted": len(cases), "seconds": elapsed, **conventions,
     }
-    return report.write_scores(rows, settings.label_pairs, out_dir, run_settings)
+    summary = report.write_scores(rows, settings.label_pairs, out_dir, run_settings)
+    if not args.no_report:
+        from labelfree.evaluation.html_report import write_evaluation_report
+
+        page = write_evaluation_report(out_dir, rows, summary, settings.label_pairs, cases, settings.window)
+        print(f"report (open in a browser): {page}")
+    return summary
 
 
 @exits_on(UsageError, DatalistError, CheckpointError, LabelError, ReaderError, ValueError)

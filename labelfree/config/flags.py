@@ -44,6 +44,17 @@ def organ_profile(name: str):
     return get_organ_profile(name)
 
 
+def add_syn_preset_argument(group: argparse._ArgumentGroup) -> None:
+    """``--syn_preset``: the synthesis preset of ``TumorGenerated`` (``tumor_synthesis.organs.PRESETS``)."""
+    from tumor_synthesis.organs import PRESETS
+
+    group.add_argument("--syn_preset", default="original", choices=PRESETS,
+                       help="with --syn (or a synthesis measurement): original, the published method bit for bit; "
+                            "realistic, the organ profile's realistic values (liver: edges as sharp as real lesions', "
+                            "a label that ends where the visible lesion ends, real hypodense lesions' contrast; the "
+                            "gan paints inside its label); see docs/reference/organ-profiles.md")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("data")
     group.add_argument("--json_dir", default=None, type=str,

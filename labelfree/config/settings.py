@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
-from labelfree.io.checkpoint import USES, check_fit
 from tumor_synthesis.organs import OrganProfile, get_organ_profile
 
 #: The default of each setting, shared by main.py, validation.py and the checkpoint reader.
@@ -217,6 +216,10 @@ class RunSettings:
         Raises:
             SettingsError: a flag contradicts the trained network or its label convention.
         """
+        # Imported here: the checkpoint module needs torch, which the settings of a scorer
+        # (labelfree-score: organ and label pairs only) must not import.
+        from labelfree.io.checkpoint import USES, check_fit
+
         use = USES["evaluation"]
         saved = cls.from_checkpoint(checkpoint or {})
         stored = {k: v for k, v in saved.flat().items() if v is not None} if saved is not None else {}

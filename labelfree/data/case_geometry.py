@@ -12,9 +12,12 @@ A file's header is read once per process: the record is kept per (path, size, mo
 time), because the command-line tools check the files when they load the lists and the
 pre-flight screens the same files moments later. A file replaced in between is read again.
 
-Only NIfTI has a header read that does not decompress the data (``labelfree.io.readers.read_header``);
-the grid of an NRRD, MetaImage or DICOM file is known once its data are read (the content
-pass of the pre-flight, :func:`labelfree.data.checks.check_case`).
+NIfTI, NRRD and MetaImage have a header read that does not read the voxel data
+(``labelfree.io.readers.read_header``); the grid of a DICOM series is known once its slices
+are read (the content pass of the pre-flight, :func:`labelfree.data.checks.check_case`).
+A header whose voxel grid no scan can have (spacing 0, negative, NaN or infinite; a singular
+affine: ``labelfree.io.readers.impossible_geometry``) is a problem of its file here, so every
+tool that checks its datalist refuses it before it writes anything.
 """
 
 from __future__ import annotations
@@ -39,11 +42,12 @@ class FileGeometry:
         key: ``"image"`` or ``"label"``.
         path: the file (or DICOM folder).
         problem: why the file cannot be used, after ``"<key> file "``: ``"missing: <path>"``,
-            ``"unsupported format: <path> (supported: ...)"`` or ``"unreadable: <path>
-            (<error>)"``; ``None`` when the file exists and (NIfTI) its header reads.
-        grid: for a NIfTI file whose header reads, its shape (:func:`labelfree.io.readers.grid_shape`
+            ``"unsupported format: <path> (supported: ...)"``, ``"unreadable: <path>
+            (<error>)"`` or ``"has an impossible voxel grid: <path> (<why>)"``; ``None`` when
+            the file exists and its header (NIfTI, NRRD, MetaImage) reads.
+        grid: for a file whose header reads, its shape (:func:`labelfree.io.readers.grid_shape`
             of the stored one, not checked to be 3D) and voxel -> RAS+ mm affine (``array`` is
-            ``None``); ``None`` otherwise.
+            ``None``); ``None`` otherwise (a DICOM series).
     """
 
     key: str
@@ -78,7 +82,7 @@ class CaseGeometry:
         return next((f for f in self.files if f.key == key), None)
 
     def file_problems(self) -> list[str]:
-        """Files missing, of an unsupported format, or (NIfTI) with an unreadable header; one line each."""
+        """Files missing, of an unsupported format, with an unreadable header or an impossible grid; one line each."""
         return [f.message for f in self.files if f.message]
 
     def grid_problems(self) -> list[str]:
@@ -108,6 +112,11 @@ def grid_mismatch(image: readers.Volume, label: readers.Volume, label_path) -> l
     return []
 
 
+def impossible_grid(path, error: readers.ImpossibleGeometryError) -> str:
+    """The problem line of a file whose grid no scan can have, after ``"<key> file "``."""
+    return f"has an impossible voxel grid: {path} ({error.reason})"
+
+
 def case_geometry(entry: Mapping, keys: Sequence[str] = PATH_KEYS) -> CaseGeometry:
     """The :class:`CaseGeometry` of a datalist entry (its ``keys`` that are given and not ``None``)."""
     return CaseGeometry(tuple(file_geometry(key, entry[key]) for key in keys if entry.get(key) is not None))
@@ -134,6 +143,8 @@ def _read_file(path: str, stamp) -> tuple[str | None, readers.Volume | None]:
         return f"unsupported format: {path} (supported: {supported_text()})", None
     try:
         header = readers.read_header(path)
+    except readers.ImpossibleGeometryError as e:
+        return impossible_grid(path, e), None
     except readers.UnreadableError as e:
         return f"unreadable: {path} ({e.cause})", None
     except ReaderError as e:  # checked above; a file removed in between

@@ -4,7 +4,8 @@ A broken case should stop a run before it starts, not after three days. For each
 of a datalist this reads the image and the label completely (a truncated ``.nii.gz`` only
 fails when its data are decompressed, not when its header is read) and checks that
 
-* both files exist and load, and are 3D (or 4D with one channel);
+* both files exist and load, and are 3D (or 4D with one channel), on a voxel grid a scan can
+  have (no spacing of 0, negative, NaN or infinite, no singular affine);
 * the image holds no NaN or infinite value;
 * the label has the image's shape and affine (within :data:`labelfree.io.readers.GRID_TOLERANCE_MM`;
   the rule and its messages are :func:`labelfree.data.case_geometry.grid_mismatch`, shared with
@@ -30,11 +31,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from labelfree.data.case_geometry import grid_mismatch
+from labelfree.data.case_geometry import grid_mismatch, impossible_grid
 from labelfree.data.datalist import DatalistError, load_datalist, read_datalist_json
 from labelfree.data.labels import LabelError, as_integer_labels, label_value_counts
 from labelfree.io.formats import ReaderError, case_name, path_exists
-from labelfree.io.readers import read_volume
+from labelfree.io.readers import ImpossibleGeometryError, read_volume
 
 SPLITS = ("training", "validation")
 
@@ -167,6 +168,9 @@ def _load(path: str, what: str, problems: list[str], scaled: bool):
         return None
     try:
         return read_volume(path, scaled=scaled)
+    except ImpossibleGeometryError as e:
+        problems.append(f"{what} file {impossible_grid(path, e)}")
+        return None
     except ReaderError as e:
         problems.append(f"{what} file unreadable: {e}")
         return None

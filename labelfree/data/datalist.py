@@ -25,10 +25,17 @@ def read_datalist_json(json_path: str | os.PathLike) -> dict:
     if not json_path.is_file():
         raise DatalistError(f"datalist not found: {json_path}")
     try:
-        with open(json_path) as f:
+        # UTF-8 whatever the locale: JSON is UTF-8 (RFC 8259), and a datalist written on one
+        # machine must read the same on another.
+        with open(json_path, encoding="utf-8") as f:
             data = json.load(f)
+    except UnicodeDecodeError as e:
+        raise DatalistError(f"datalist {json_path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                            f"{e.start}); save it as UTF-8 JSON") from e
     except json.JSONDecodeError as e:
         raise DatalistError(f"datalist {json_path} is not valid JSON: {e}") from e
+    except OSError as e:
+        raise DatalistError(f"datalist {json_path} cannot be read: {e.strerror or e}") from e
     if not isinstance(data, dict):
         raise DatalistError(f"datalist {json_path} must hold a JSON object with 'training'/'validation' lists")
     return data

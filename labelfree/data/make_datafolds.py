@@ -49,6 +49,7 @@ from labelfree.data.folds import (
     split_by_patient,
 )
 from labelfree.io.atomic import write_json_atomic
+from labelfree.io.output_dir import check_output_dir
 from labelfree.io.readers import UnreadableError, read_volume
 from labelfree.data.labels import (
     CONVERTED_LABEL_DIR,
@@ -106,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not root.is_dir():
         raise ValueError(f"--data_root {root} is not a directory")
     out_dir = Path(args.out_dir) if args.out_dir else root / "datafolds"
+    check_output_dir(out_dir, "--out_dir" if args.out_dir else None)  # writable: told before any label is read
     patient_of = patient_of_image(args.patient_regex)
     if args.organ == "liver":
         found = discover_liver(root, args.real_dataset)

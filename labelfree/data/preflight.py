@@ -4,12 +4,15 @@ A bad case must stop a run before its first step, with one message naming every 
 not three hours in with a MONAI traceback that names none (or, worse, let it train on NaN).
 Two passes, both before any training or inference work:
 
-1. **header pass**, every case, cheap (a NIfTI header read, shared with the datalist check
-   through :func:`labelfree.data.case_geometry.case_geometry`: each header is read once):
-   files exist, are scans and open, 3D (or 4D with one channel), image and label of equal
-   shape, affines equal within :data:`labelfree.io.readers.GRID_TOLERANCE_MM`;
+1. **header pass**, every case, cheap (a NIfTI, NRRD or MetaImage header read, shared with the
+   datalist check through :func:`labelfree.data.case_geometry.case_geometry`: each header is
+   read once): files exist, are scans and open, 3D (or 4D with one channel), a voxel grid a
+   scan can have (no spacing of 0, negative, NaN or infinite, no singular affine: refused
+   naming the file before anything is written), image and label of equal shape, affines
+   equal within :data:`labelfree.io.readers.GRID_TOLERANCE_MM`;
 2. **content pass**, every case whose header passed, in parallel worker processes, each
-   file read (decompressed) once, completely: a truncated ``.nii.gz`` only fails here; no
+   file read (decompressed) once, completely: a truncated ``.nii.gz`` only fails here, and a
+   DICOM series' grid is first seen here (the same grid rules); no
    NaN/inf in the image; label values integers of the ``--organ`` label convention
    (0..num_classes-1: a 7 in a liver label would crash ``one_hot`` at the first step);
    the organ present in every *training* label (an empty one in an evaluation label is a
@@ -83,8 +86,8 @@ def label_convention(organ: str, num_classes: int) -> LabelConvention:
 def header_problems(entry: Mapping) -> list[str]:
     """Problems visible in the headers alone (no voxel data read), one line each naming the file.
 
-    Other formats (NRRD, MetaImage, DICOM series) have no cheap header read through the
-    pipeline's reader: their shape and affine are checked by the content pass, which reads them.
+    A DICOM series has no single header: its shape and affine are checked by the content
+    pass, which reads its slices.
     """
     return case_geometry(entry).problems()
 

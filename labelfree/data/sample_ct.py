@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from labelfree.io.atomic import save_nifti_atomic, write_json_atomic
+from labelfree.io.output_dir import check_output_dir
 from labelfree.io.readers import label_on_grid, read_geometry, read_volume
 from labelfree.runtime.cli_errors import exits_on
 
@@ -186,6 +187,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     cache = Path(args.cache) if args.cache else default_cache()
+    check_output_dir(args.out, "--out")  # both writable: told before the download
+    check_output_dir(cache, "--cache" if args.cache else "download cache")
     source = extract(cache)
     datalists = build_root(source, Path(args.out))
     for organ, path in datalists.items():

@@ -99,6 +99,7 @@ from labelfree.data.labels import (
     tumor_values,
 )
 from labelfree.io.formats import ReaderError, case_name, image_format, natural_key
+from labelfree.io.output_dir import check_output_dir
 from labelfree.io.readers import compare_grids, read_geometry, read_volume, same_grid
 from labelfree.runtime.cli_errors import exits_on
 
@@ -250,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not layouts:
         raise ValueError(f"no dataset folder found in {root} (expected any of: "
                          f"{', '.join(layout.folder for layout in LAYOUTS.values())})")
+    if not args.dry_run:  # writable: told before any label is read
+        check_output_dir(root / CONVERTED_LABEL_DIR)
 
     manifest = read_manifest(root, warn=lambda msg: print(f"warning: {msg}; it will be rebuilt", file=sys.stderr))
     outcomes: list[CaseOutcome] = []

@@ -9,10 +9,12 @@ Training (``mode="train"``), in order::
     LoadImaged (reader: labelfree.io.readers) -> EnsureChannelFirstd -> Orientationd("RAS")
     -> Spacingd(space; bilinear/nearest)
     -> label as uint8
+    [-> SpatialPadd(roi; image "minimum", label "constant")
+     -> TumorCaseDatad: the organ's box, placement slices, ... once per case   (only with syn=True)]
     ---------------------------------- cache boundary -----------------------------------------
     [TumorGenerated (only with syn=True; works in HU)]
     -> ScaleIntensityRanged(a_min..a_max HU -> 0..1, clip)
-    -> SpatialPadd(roi; image "minimum", label "constant")
+    -> SpatialPadd(roi; image "minimum", label "constant")   (without syn; with syn it is cached)
     -> RandCropByPosNegLabeld(roi, pos=1, neg=1, num_samples=1, image_threshold=0)
     -> RandFlipd (p 0.2) on each of the 3 axes -> RandRotate90d(p 0.2, max_k 3; only when roi_x == roi_y)
     -> RandScaleIntensityd(0.1, p 0.15) -> RandShiftIntensityd(0.1, p 0.15)
@@ -20,7 +22,15 @@ Training (``mode="train"``), in order::
 The cache boundary is the first random transform: :func:`split_at_cache_boundary` returns
 the deterministic prefix (what a ``CacheDataset`` stores once per case) and the per-draw
 suffix. With ``syn=True`` the prefix ends at ``Spacingd`` and the synthetic tumors are drawn
-afresh, in HU, on every draw; without it the deterministic ``ScaleIntensityRanged`` and
+afresh, in HU, on every draw. What synthesis needs to know about the case alone (the
+organ's box and mask, the eroded placement slices, the organ's statistics:
+:mod:`tumor_synthesis.case_data`) is computed before the boundary, on exactly the arrays
+``TumorGenerated`` paints (nothing between them moves a voxel), so it is cached with the case
+and a draw only touches its tumors' boxes. The padding to the patch size is cached too: padding
+with the image's minimum commutes with the (monotone, clipped) intensity scaling, and synthesis
+never paints the padding (label 0, the scan's lowest HU), so the samples are those of the
+original order, without a full copy of the volume on every draw of a scan thinner than the
+patch. Without ``syn`` the deterministic ``ScaleIntensityRanged`` and
 ``SpatialPadd`` are cached as well. MONAI's ``CacheDataset`` splits a flat ``Compose`` at
 exactly this place, so the full pipeline can be handed to it as it is.
 
@@ -53,7 +63,7 @@ from monai.transforms import (
 )
 from monai.transforms.transform import RandomizableTrait, Transform
 
-from labelfree.io.readers import load_transform
+from labelfree.io.image_reader import load_transform
 
 MODES = ("train", "val", "infer")
 IMAGE_KEY = "image"
@@ -96,6 +106,7 @@ def get_transforms(
     syn_grid_mm: float | None = None,
     syn_device=None,
     syn_label_edge: float | None = None,
+    syn_preset: str = "original",
     tumor_centred: bool = False,
 ) -> Compose:
     """Build the pipeline of ``mode`` (see the module docstring for the order).
@@ -128,6 +139,8 @@ def get_transforms(
             run on the GPU, in a loader without worker processes.
         syn_label_edge: label synthetic tumors out to where their blurred edge falls to this
             fraction (``TumorGenerated``'s ``label_visible_edge``); None: the original's label.
+        syn_preset: ``TumorGenerated``'s ``preset``: "original" (the published method) or
+            "realistic" (the organ profile's realistic values).
         tumor_centred: crops centred on a tumor voxel 9 times in 10 (on an organ voxel
             otherwise, and always when there is no tumor) instead of the original's one
             crop in two on the foreground; the generator training (``labelfree.cli.syn_train``)
@@ -148,8 +161,9 @@ def get_transforms(
         return Compose(_load_and_resample(keys, space) + [_scale_intensity(a_min, a_max)])
 
     roi_size = tuple(int(r) for r in roi_size)
-    synthesis = [_tumor_synthesis(organ, syn_prob, syn_rim_mm, synthesis, syn_grid_mm, syn_device,
-                                  syn_label_edge)] if syn else []
+    options = _synthesis_options(organ, syn_rim_mm, synthesis, syn_grid_mm, syn_device, syn_label_edge, syn_preset)
+    synthesis = [_tumor_synthesis(syn_prob, options)] if syn else []
+    case_data = [_case_data(options)] if syn else []
     if synthesis and time_synthesis:
         from labelfree.data.wrappers import TimedTransform
 
@@ -160,13 +174,14 @@ def get_transforms(
 
         synthesis = [HealthyCopy(synthesis[0], keys=keys)]
         images, all_keys = (IMAGE_KEY, HEALTHY_IMAGE_KEY), keys + (HEALTHY_IMAGE_KEY, HEALTHY_LABEL_KEY)
-    pad_modes = tuple("minimum" if k in images else "constant" for k in all_keys)
+    pad = SpatialPadd(keys=keys, spatial_size=roi_size, mode=("minimum", "constant"))
     return Compose(
         _load_and_resample(keys, space)
+        + ([pad] + case_data if syn else [])
         + synthesis
+        + [_scale_intensity(a_min, a_max, images)]
+        + ([] if syn else [pad])
         + [
-            _scale_intensity(a_min, a_max, images),
-            SpatialPadd(keys=all_keys, spatial_size=roi_size, mode=pad_modes),
             _tumor_centred_crop(all_keys, roi_size, organ) if tumor_centred else RandCropByPosNegLabeld(
                 keys=all_keys,
                 label_key=LABEL_KEY,
@@ -244,8 +259,20 @@ def _scale_intensity(a_min: float, a_max: float, keys=IMAGE_KEY) -> ScaleIntensi
     return ScaleIntensityRanged(keys=keys, a_min=a_min, a_max=a_max, b_min=0.0, b_max=1.0, clip=True)
 
 
-def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None, model: str = "ellipsoid",
-                     grid_mm: float | None = None, device=None, label_edge: float | None = None):
+def _synthesis_options(organ: str, rim_mm: float | None, model: str = "ellipsoid", grid_mm: float | None = None,
+                       device=None, label_edge: float | None = None, preset: str = "original") -> dict:
+    """``TumorGenerated``'s options, shared by the synthesis and its per-case data."""
+    options = {"organ": organ, "surface_rim_mm": rim_mm, "synthesis": model, "device": device}
+    if preset != "original":
+        options["preset"] = preset
+    if grid_mm is not None:
+        options["growth_grid_mm"] = grid_mm
+    if label_edge is not None:
+        options["label_visible_edge"] = label_edge
+    return options
+
+
+def _tumor_synthesis(prob: float, options: dict):
     # Imported here: the non-synthetic pipelines (validation, inference) need nothing from the
     # synthesis package.
     from tumor_synthesis import TumorGenerated
@@ -253,8 +280,11 @@ def _tumor_synthesis(organ: str, prob: float, rim_mm: float | None, model: str =
     # In place: the sample reaching this step is already a private copy (CacheDataset with
     # copy_cache=True, or a fresh load for uncached cases), so a second copy of two full volumes
     # would only cost time (about 35 ms a sample at 1 mm, more than painting tiny tumors).
-    options = {} if grid_mm is None else {"growth_grid_mm": grid_mm}
-    if label_edge is not None:
-        options["label_visible_edge"] = label_edge
-    return TumorGenerated(keys=(IMAGE_KEY, LABEL_KEY), prob=prob, organ=organ, inplace=True, surface_rim_mm=rim_mm,
-                          synthesis=model, device=device, **options)
+    return TumorGenerated(keys=(IMAGE_KEY, LABEL_KEY), prob=prob, inplace=True, **options)
+
+
+def _case_data(options: dict):
+    """The deterministic per-case step before the cache boundary (``tumor_synthesis.case_data``)."""
+    from tumor_synthesis.case_transform import TumorCaseDatad
+
+    return TumorCaseDatad(keys=(IMAGE_KEY, LABEL_KEY), **options)

@@ -29,6 +29,7 @@ import numpy as np
 from labelfree.evaluation.lesions import RADIUS_BIN_EDGES_MM
 from labelfree.evaluation.report import summarize
 from labelfree.io.atomic import write_text_atomic
+from labelfree.io.output_dir import check_output_dir
 from labelfree.runtime.cli_errors import exits_on
 
 SCORE_COLUMNS = ("tumor_dice", "tumor_nsd", "liver_dice", "liver_nsd")
@@ -245,6 +246,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 @exits_on(ReportError)
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    check_output_dir(args.out, "--out")  # writable: told before any file is read
     arm_dirs = dict(parse_arm(a) for a in args.arm)
     arm_rows = {arm: read_metrics_csv(folder / "metrics.csv") for arm, folder in arm_dirs.items()}
     summaries = {arm: summarize_arm(rows) for arm, rows in arm_rows.items()}

@@ -15,6 +15,7 @@ Sensitivity over a data set pools lesions of all cases (see :mod:`evaluation.rep
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -41,6 +42,59 @@ def equivalent_sphere_radius_mm(n_voxels: np.ndarray | int, spacing_mm: Sequence
     volume_mm3 = np.asarray(n_voxels, dtype=np.float64) * float(np.prod(spacing_mm))
     return np.cbrt(3.0 * volume_mm3 / (4.0 * math.pi))
 
+
+
+@dataclass(frozen=True)
+class LesionMatch:
+    """The lesions of one case, matched: what :func:`detect_lesions` counts, lesion by lesion.
+
+    Attributes:
+        reference: int32 (H, W, D) reference lesions numbered 1..n (0 outside).
+        predicted: int32 (H, W, D) predicted components numbered 1..m (0 outside).
+        detected: (n,) bool, reference lesion i + 1 overlaps a predicted component.
+        false_positive: (m,) bool, predicted component j + 1 overlaps no reference lesion.
+        reference_radius_mm, predicted_radius_mm: (n,) and (m,) equivalent-sphere radii in mm.
+        reference_voxels, predicted_voxels: (n,) and (m,) voxel counts.
+    """
+
+    reference: np.ndarray
+    predicted: np.ndarray
+    detected: np.ndarray
+    false_positive: np.ndarray
+    reference_radius_mm: np.ndarray
+    predicted_radius_mm: np.ndarray
+    reference_voxels: np.ndarray
+    predicted_voxels: np.ndarray
+
+
+def match_lesions(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float], connectivity: int = 3) -> LesionMatch:
+    """Number the lesions of both masks and match them by overlap (the rule of this module).
+
+    Args:
+        pred: predicted tumor mask (H, W, D).
+        ref: reference tumor mask of the same shape.
+        spacing_mm: voxel size in mm along the three array axes.
+        connectivity: neighbourhood defining a lesion (see :func:`label_components`).
+    """
+    pred, ref = mask_pair(pred, ref)
+    spacing = check_spacing(spacing_mm, pred.ndim)
+    ref_labels, n_ref = label_components(ref, connectivity)
+    pred_labels, n_pred = label_components(pred, connectivity)
+    detected = np.zeros(n_ref + 1, dtype=bool)
+    detected[np.unique(ref_labels[pred])] = True
+    touching = np.zeros(n_pred + 1, dtype=bool)
+    touching[np.unique(pred_labels[ref])] = True
+    ref_voxels = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)[1:]
+    pred_voxels = np.bincount(pred_labels.ravel(), minlength=n_pred + 1)[1:]
+    return LesionMatch(ref_labels, pred_labels, detected[1:], ~touching[1:],
+                       equivalent_sphere_radius_mm(ref_voxels, spacing),
+                       equivalent_sphere_radius_mm(pred_voxels, spacing), ref_voxels, pred_voxels)
+
+
+def radius_bin_index(radius_mm: np.ndarray, radius_bin_edges_mm: Sequence[float] = RADIUS_BIN_EDGES_MM) -> np.ndarray:
+    """Bin of each radius: bin i holds ``edges[i] <= r < edges[i + 1]`` (names: :func:`radius_bin_names`)."""
+    edges = np.asarray(radius_bin_edges_mm, dtype=np.float64)
+    return np.searchsorted(edges[1:-1], np.asarray(radius_mm, dtype=np.float64), side="right")
 
 
 def detect_lesions(
@@ -75,28 +129,15 @@ def detect_lesions(
     box = union_bounding_box(pred, ref, margin=1)
     if box is None:
         return counts
-    pred, ref = pred[box], ref[box]
-    ref_labels, n_ref = label_components(ref, connectivity)
-    pred_labels, n_pred = label_components(pred, connectivity)
+    match = match_lesions(pred[box], ref[box], spacing, connectivity)
+    bin_index = radius_bin_index(match.reference_radius_mm, radius_bin_edges_mm)
 
-    detected = np.zeros(n_ref + 1, dtype=bool)
-    detected[np.unique(ref_labels[pred])] = True
-    detected = detected[1:]
-    touching = np.unique(pred_labels[ref])
-    n_pred_touching = int(np.count_nonzero(touching))  # component ids > 0 overlapping a lesion
-
-    sizes = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)[1:]
-    radii = equivalent_sphere_radius_mm(sizes, spacing)
-    edges = np.asarray(radius_bin_edges_mm, dtype=np.float64)
-    # Bin i holds edges[i] <= r < edges[i + 1].
-    bin_index = np.searchsorted(edges[1:-1], radii, side="right")
-
-    counts["lesions"] = n_ref
-    counts["detected"] = int(np.count_nonzero(detected))
-    counts["predicted_lesions"] = n_pred
-    counts["false_positives"] = n_pred - n_pred_touching
+    counts["lesions"] = int(match.detected.size)
+    counts["detected"] = int(np.count_nonzero(match.detected))
+    counts["predicted_lesions"] = int(match.false_positive.size)
+    counts["false_positives"] = int(np.count_nonzero(match.false_positive))
     for i, name in enumerate(names):
         in_bin = bin_index == i
         counts[f"lesions_{name}"] = int(np.count_nonzero(in_bin))
-        counts[f"detected_{name}"] = int(np.count_nonzero(detected & in_bin))
+        counts[f"detected_{name}"] = int(np.count_nonzero(match.detected & in_bin))
     return counts

@@ -5,14 +5,17 @@ voxel size in mm along those three axes (the column norms of the NIfTI affine).
 
 Empty masks (convention, applied identically to Dice and NSD):
 
-* prediction and reference both empty: 1.0 (nothing to find, nothing found);
-* exactly one of them empty: 0.0 (a missed structure, or a pure false positive).
+* exactly one of prediction and reference empty: 0.0 (a missed structure, or a pure false
+  positive), under every convention;
+* both empty: ``empty_both``, by default :data:`EMPTY_BOTH` = 1.0 (nothing to find, nothing
+  found). The field disagrees here: nnU-Net and the original's ``validation.py`` (its Dice
+  is 0/0, its NSD ``surface_distance``'s NaN) give NaN, which leaves the case out of a
+  NaN-aware mean. :data:`EMPTY_MASK_SCORES` names both (``--empty_mask_score one|nan``).
 
-The metrics are therefore never NaN for a scored case (``surface_distance`` 0.1 itself
-returns NaN when both masks are empty and raises ``AttributeError`` (``np.Inf``) under
-numpy 2 when one is); the empty cases are decided before any surface is computed. NaN
-appears in a summary only for cases that were not scored, and aggregates are NaN-aware
-(see :func:`evaluation.report.summarize`).
+``surface_distance`` 0.1 itself returns NaN when both masks are empty and raises
+``AttributeError`` (``np.Inf``) under numpy 2 when one is, so the empty cases are decided
+before any surface is computed. Aggregates are NaN-aware (see
+:func:`evaluation.report.summarize`).
 
 NSD follows DeepMind's ``surface_distance`` (the reference implementation the original
 project called) and reuses its lookup tables: surface elements are the voxel corners
@@ -32,6 +35,7 @@ result (tests compare it with ``compute_surface_distances`` +
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -41,6 +45,20 @@ from labelfree.masks import check_spacing, union_bounding_box
 
 EMPTY_BOTH = 1.0
 EMPTY_ONE = 0.0
+
+#: The score of a region empty in both prediction and reference, by the name its flag takes:
+#: ``one`` (this project's default) or ``nan`` (nnU-Net's and the original's).
+EMPTY_MASK_SCORES = {"one": EMPTY_BOTH, "nan": math.nan}
+
+
+def empty_both_score(convention: str | float) -> float:
+    """The score of two empty masks under ``convention`` (a name of :data:`EMPTY_MASK_SCORES`, or the number)."""
+    if isinstance(convention, str):
+        try:
+            return EMPTY_MASK_SCORES[convention]
+        except KeyError:
+            raise ValueError(f"empty-mask score {convention!r}: expected one of {sorted(EMPTY_MASK_SCORES)}") from None
+    return float(convention)
 
 
 def _as_bool(mask: np.ndarray) -> np.ndarray:
@@ -57,7 +75,7 @@ def mask_pair(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 
-def dice_from_counts(intersection: int, pred_count: int, ref_count: int) -> float:
+def dice_from_counts(intersection: int, pred_count: int, ref_count: int, empty_both: float = EMPTY_BOTH) -> float:
     """Dice 2|P and R| / (|P| + |R|) from voxel counts, with the empty-mask convention (module docstring).
 
     The one Dice formula of the project: :func:`dice` here and the training loop's
@@ -65,26 +83,28 @@ def dice_from_counts(intersection: int, pred_count: int, ref_count: int) -> floa
     """
     total = int(pred_count) + int(ref_count)
     if total == 0:
-        return EMPTY_BOTH
+        return empty_both
     return 2.0 * int(intersection) / total
 
 
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+def dice(pred: np.ndarray, ref: np.ndarray, empty_both: float = EMPTY_BOTH) -> float:
     """Dice coefficient 2|P and R| / (|P| + |R|) of two masks.
 
     Args:
         pred: predicted mask (H, W, D), any dtype (non-zero is foreground).
         ref: reference mask of the same shape.
+        empty_both: the score when both are empty (1.0; NaN for nnU-Net's convention).
 
     Returns:
-        Dice in [0, 1]; 1.0 when both are empty, 0.0 when exactly one is (module docstring).
+        Dice in [0, 1]; ``empty_both`` when both are empty, 0.0 when exactly one is (module docstring).
     """
     pred, ref = mask_pair(pred, ref)
-    return dice_from_counts(np.count_nonzero(pred & ref), np.count_nonzero(pred), np.count_nonzero(ref))
+    return dice_from_counts(np.count_nonzero(pred & ref), np.count_nonzero(pred), np.count_nonzero(ref), empty_both)
 
 
 def normalized_surface_dice(
-    pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float], tolerance_mm: float = 2.0
+    pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float], tolerance_mm: float = 2.0,
+    empty_both: float = EMPTY_BOTH,
 ) -> float:
     """Normalized surface Dice (surface Dice at a tolerance, Nikolov et al. 2021).
 
@@ -97,18 +117,19 @@ def normalized_surface_dice(
         ref: reference mask of the same shape.
         spacing_mm: voxel size in mm along the three array axes.
         tolerance_mm: distance in mm under which surface elements count as overlapping.
+        empty_both: the score when both are empty (1.0; NaN for nnU-Net's convention).
 
     Returns:
-        NSD in [0, 1]; 1.0 when both are empty, 0.0 when exactly one is (module docstring).
+        NSD in [0, 1]; ``empty_both`` when both are empty, 0.0 when exactly one is (module docstring).
     """
     pred, ref = mask_pair(pred, ref)
     spacing = check_spacing(spacing_mm, pred.ndim)
-    return _nsd_in_box(pred, ref, spacing, tolerance_mm, union_bounding_box(pred, ref, margin=1))
+    return _nsd_in_box(pred, ref, spacing, tolerance_mm, union_bounding_box(pred, ref, margin=1), empty_both)
 
 
-def _nsd_in_box(pred, ref, spacing, tolerance_mm, box) -> float:
+def _nsd_in_box(pred, ref, spacing, tolerance_mm, box, empty_both: float = EMPTY_BOTH) -> float:
     if box is None:
-        return EMPTY_BOTH
+        return empty_both
     pred_c, ref_c = pred[box], ref[box]
     if not pred_c.any() or not ref_c.any():
         return EMPTY_ONE
@@ -151,21 +172,23 @@ def _tolerance_ball(spacing: tuple[float, ...], tolerance_mm: float) -> np.ndarr
 
 
 def overlap_metrics(
-    pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float], tolerance_mm: float = 2.0
+    pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float], tolerance_mm: float = 2.0,
+    empty_both: float = EMPTY_BOTH,
 ) -> dict[str, float]:
     """Dice and NSD of one structure, sharing a single bounding-box crop.
 
     Returns:
-        ``{"dice": float, "nsd": float}`` with the empty-mask convention of the module.
+        ``{"dice": float, "nsd": float}`` with the empty-mask convention of the module
+        (``empty_both`` when both masks are empty).
     """
     pred, ref = mask_pair(pred, ref)
     spacing = check_spacing(spacing_mm, pred.ndim)
     box = union_bounding_box(pred, ref, margin=1)
     if box is None:
-        return {"dice": EMPTY_BOTH, "nsd": EMPTY_BOTH}
+        return {"dice": empty_both, "nsd": empty_both}
     return {
-        "dice": dice(pred[box], ref[box]),
-        "nsd": _nsd_in_box(pred, ref, spacing, tolerance_mm, box),
+        "dice": dice(pred[box], ref[box], empty_both),
+        "nsd": _nsd_in_box(pred, ref, spacing, tolerance_mm, box, empty_both),
     }
 
 
@@ -184,6 +207,7 @@ def case_metrics(
     spacing_mm: Sequence[float],
     regions: Mapping[str, Sequence[int]],
     tolerance_mm: float = 2.0,
+    empty_both: float = EMPTY_BOTH,
 ) -> dict[str, float]:
     """Dice and NSD of every region of a labelled case.
 
@@ -194,6 +218,7 @@ def case_metrics(
         regions: region name -> label values forming it, e.g. ``{"liver": (1, 2),
             "tumor": (2,)}`` (the organ includes its tumors, as in LiTS).
         tolerance_mm: NSD tolerance in mm.
+        empty_both: the score of a region empty in both (1.0; NaN for nnU-Net's convention).
 
     Returns:
         ``{"<name>_dice": float, "<name>_nsd": float}`` for each region, in order.
@@ -204,7 +229,7 @@ def case_metrics(
     out: dict[str, float] = {}
     for name, values in regions.items():
         scores = overlap_metrics(
-            region_mask(pred_labels, values), region_mask(ref_labels, values), spacing_mm, tolerance_mm
+            region_mask(pred_labels, values), region_mask(ref_labels, values), spacing_mm, tolerance_mm, empty_both
         )
         out[f"{name}_dice"] = scores["dice"]
         out[f"{name}_nsd"] = scores["nsd"]

@@ -204,6 +204,10 @@ def format_table(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], 
 
     rule = "-" * len(fmt(headers))
     lines = [fmt(headers), rule, *[fmt(line) for line in body], rule, fmt(mean_row)]
+    counted = {c: summary["metrics"][c]["n"] for c in score_columns}
+    if any(n != len(rows) for n in counted.values()):  # NaN scores (--empty_mask_score nan) left out
+        lines.append(f"means over the cases with a score, of {len(rows)}: "
+                     + ", ".join(f"{c} {n}" for c, n in counted.items()) + " (NaN left out)")
     by_bin = ", ".join(f"{name} {b['detected']}/{b['lesions']}" for name, b in detection["by_radius_mm"].items())
     lines.append(
         f"lesion sensitivity {_ratio_text(detection['sensitivity'])} "

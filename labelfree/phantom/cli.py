@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from labelfree.io.output_dir import check_output_dir
 from labelfree.phantom.case import DEFAULT_SPACING
 from labelfree.phantom.geometry import SUPPORTED_ORIENTATIONS
 from labelfree.runtime.cli_errors import exits_on
@@ -69,7 +70,7 @@ def print_summary(info: dict, root: Path) -> None:
 def main(args: argparse.Namespace) -> int:
     from labelfree.phantom import make_phantom_dataset
 
-    root = Path(args.out)
+    root = check_output_dir(args.out, "--out")  # writable: told before any case is generated
     info = make_phantom_dataset(
         root, n_healthy=args.n_healthy, n_tumor=args.n_tumor, n_chest_healthy=args.n_chest_healthy,
         n_chest_nodule=args.n_chest_nodule, n_pancreas_tumor=args.n_pancreas_tumor,

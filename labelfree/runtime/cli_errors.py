@@ -8,6 +8,11 @@ console-script ``main`` names the exception types that mean bad input::
     def main(argv=None) -> int:
         ...
 
+Failing surroundings take the same path in every tool without being named: an output folder
+that cannot be created or written, a write that fails mid-run (disk full, quota, ``ulimit
+-f``) raise :class:`labelfree.io.atomic.OutputWriteError` ("cannot write <file>: No space
+left on device; the earlier file is kept unchanged").
+
 It lives in :mod:`labelfree.runtime` (layer 2), below every package that has a command line
 (``labelfree.data``, ``labelfree.phantom``, ``labelfree.apps``, ``labelfree.cli``), so all of
 them can use it without importing upwards.
@@ -20,7 +25,7 @@ import inspect
 import sys
 from collections.abc import Callable
 
-from labelfree.runtime.distributed import env_rank
+from labelfree.io.atomic import OutputWriteError
 
 #: Exit status of bad input (argparse's own usage errors exit 2 as well).
 EXIT_BAD_INPUT = 2
@@ -28,6 +33,8 @@ EXIT_BAD_INPUT = 2
 
 def print_error(error: BaseException) -> None:
     """``error: <message>`` on stderr, from rank 0 only (every rank checks the same files)."""
+    from labelfree.runtime.distributed import env_rank  # here: it imports torch, which light tools avoid
+
     if env_rank() == 0:
         print(f"error: {error}", file=sys.stderr, flush=True)
 
@@ -41,11 +48,12 @@ def exits_on(*errors: type[BaseException], code: int = EXIT_BAD_INPUT) -> Callab
 
     Args:
         errors: the exception types that mean bad input; anything else keeps its traceback
-            (a bug should be reported with one).
+            (a bug should be reported with one). :class:`OutputWriteError` is always added.
         code: the exit status (2; ``labelfree-check-data`` keeps its documented 1).
     """
     if not errors:
         raise TypeError("exits_on needs at least one exception type")
+    errors = (*errors, OutputWriteError)
 
     def decorate(main: Callable) -> Callable:
         returns_status = inspect.signature(main).return_annotation in (int, "int")

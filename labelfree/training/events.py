@@ -7,12 +7,16 @@ preview images through :class:`ScalarWriter`; tests and reports read them with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from labelfree.io.atomic import write_error
 
 
 class ScalarWriter:
@@ -32,10 +36,11 @@ class ScalarWriter:
         from tensorboardX.proto.event_pb2 import Event
         from tensorboardX.summary import scalar
 
-        for tag, value in scalars.items():
-            self._write(Event(wall_time=time.time(), step=int(step), summary=scalar(tag, float(value))))
-        if self._events is not None:
-            self._events.flush()
+        with self._write_errors():
+            for tag, value in scalars.items():
+                self._write(Event(wall_time=time.time(), step=int(step), summary=scalar(tag, float(value))))
+            if self._events is not None:
+                self._events.flush()
 
     def add_image(self, tag: str, image, step: int) -> None:
         """One grey (H, W) image with values in [0, 1] (a tensor or an array)."""
@@ -43,9 +48,19 @@ class ScalarWriter:
         from tensorboardX.summary import image as image_summary
 
         array = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
-        self._write(Event(wall_time=time.time(), step=int(step),
-                          summary=image_summary(tag, array[None], dataformats="CHW")))
-        self._events.flush()
+        with self._write_errors():
+            self._write(Event(wall_time=time.time(), step=int(step),
+                              summary=image_summary(tag, array[None], dataformats="CHW")))
+            self._events.flush()
+
+    @contextlib.contextmanager
+    def _write_errors(self) -> Iterator[None]:
+        """A failed write (disk full, quota) as the project's one-line ``OutputWriteError``."""
+        try:
+            yield
+        except OSError as e:
+            path = Path(self._events._file_name) if self._events is not None else self._logdir
+            raise write_error(path, e, earlier_kept=False) from e
 
     def _write(self, event) -> None:
         from tensorboardX.event_file_writer import EventsWriter

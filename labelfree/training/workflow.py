@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from labelfree.io.atomic import OutputWriteError
 from labelfree.io.checkpoint import (
     CheckpointError,
     CheckpointUse,
@@ -216,10 +217,22 @@ class Workflow:
         print0(self.ctx, f"resumed from {path}: continuing at epoch {self.start_epoch}")
 
     def save(self, epoch: int, is_best: bool = False) -> None:
-        """Write the checkpoint (and the best one on a new best), atomically, on rank 0."""
+        """Write the checkpoint (and the best one on a new best), atomically, on rank 0.
+
+        Raises:
+            OutputWriteError: a write failed (disk full, quota): the message names the file
+                and the cause, and says that this epoch is not saved; the earlier checkpoint
+                is intact.
+        """
         if self.ctx.is_main and self.save_enabled:
             state = self.state(epoch)
-            save_checkpoint(self.logdir / self.checkpoint_name, **state)
+            final = self.logdir / self.checkpoint_name
+            try:
+                save_checkpoint(final, **state)
+            except OutputWriteError as e:
+                resume = (f", then continue from {final} with the same command and --resume" if final.is_file()
+                          else ", then run again")
+                raise OutputWriteError(e.path, f"{e}; epoch {epoch} is not saved (make room{resume})") from e
             if is_best and self.best_checkpoint_name is not None:
                 save_checkpoint(self.logdir / self.best_checkpoint_name, **state)
         # Ranks wait for the save, so a kill right after never finds a half-written epoch.

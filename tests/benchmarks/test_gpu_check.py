@@ -37,7 +37,8 @@ def test_cpu_dry_run_runs_every_part_and_writes_json_and_markdown(tmp_path):
     parts = results["parts"]
     assert results["dry_run"] is True
     assert set(parts) == {"train_unet", "train_swin_unetrv2", "inference_none", "inference_body", "inference_organ",
-                          "synthesis_growth", "synthesis_generator", "synthesis_quality_control"}
+                          "synthesis_growth", "synthesis_generator", "synthesis_diffusion",
+                          "synthesis_quality_control"}
     for name in ("train_unet", "train_swin_unetrv2"):
         part = parts[name]
         assert part["status"] == "ok", part
@@ -54,6 +55,10 @@ def test_cpu_dry_run_runs_every_part_and_writes_json_and_markdown(tmp_path):
     assert parts["synthesis_growth"]["status"] == "ok" and parts["synthesis_growth"]["tumor_voxels"] > 0
     assert parts["synthesis_quality_control"]["status"] == "ok"
     assert parts["synthesis_quality_control"]["crops_checked"] == 2
+    diffusion = parts["synthesis_diffusion"]
+    assert diffusion["status"] == "ok", diffusion
+    assert diffusion["diffusion_step_s_median"] > 0 and diffusion["amp"] is False
+    assert diffusion["batch_s_median_4_steps"] > 0 and diffusion["batch_s_median_10_steps"] > 0
     generator = parts["synthesis_generator"]
     assert generator["status"] == "ok", generator
     assert generator["generator_step_s_median"] > 0 and generator["batch_s_median"] > 0 and generator["amp"] is False

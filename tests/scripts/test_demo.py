@@ -54,6 +54,8 @@ def test_demo_trains_evaluates_and_writes_its_report(tmp_path):
     assert (evaluation / "pred" / "val0.nii.gz").is_file()
     with (evaluation / "metrics.csv").open(newline="") as f:
         assert [row["name"] for row in csv.DictReader(f)] == ["val0"]
+    html = evaluation / "report" / "index.html"  # validation.py's HTML report, and the demo says where it is
+    assert (evaluation / "report" / "cases" / "case_000.js").is_file() and str(html) in result.stdout
     report = out / "report"
     page = (report / "demo.md").read_text()
     assert page.startswith("# Demo: UNet trained on synthetic tumors only, tested on phantom tumors")

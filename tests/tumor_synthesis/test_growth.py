@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from tumor_synthesis import TumorGenerated, get_growth_rules, grow_tumors
+from tumor_synthesis import TumorGenerated, get_growth_rules, get_organ_profile, grow_tumors
 from tumor_synthesis.growth import DEAD, OUTSIDE, Automaton, SimGrid
 
 SPACING = (2.0, 2.0, 2.0)
@@ -259,3 +259,17 @@ def test_device_moves_samples_painted_or_not(abdomen):
         out = t({"image": image[None].copy(), "label": label[None].copy()})
         assert isinstance(out["image"], torch.Tensor) and out["image"].device.type == "cpu"
         assert bool((out["label"] == 2).any()) == (prob == 1.0)
+
+
+def test_realistic_preset_replaces_the_growth_rules_and_keeps_the_grid_at_most_the_image_spacing():
+    from tumor_synthesis.organs import preset_of
+
+    original = TumorGenerated(synthesis="growth").tumor_generate.model
+    realistic = TumorGenerated(synthesis="growth", preset="realistic").tumor_generate.model
+    growth = dict(preset_of(get_organ_profile("liver"), "realistic").growth)
+    assert growth.pop("grid_not_coarser_than_image") is True
+    assert realistic.rules["liver"] == replace(get_growth_rules("liver"), **growth)
+    assert original.rules["liver"] == get_growth_rules("liver")
+    liver = get_organ_profile("liver")
+    assert original._grid_mm(liver, (1.0, 1.0, 1.0)) == 2.0  # the default 2 mm grid
+    assert realistic._grid_mm(liver, (1.0, 1.0, 1.0)) == 1.0 and realistic._grid_mm(liver, (3.0, 3.0, 3.0)) == 2.0

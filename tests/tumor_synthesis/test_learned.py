@@ -348,3 +348,35 @@ def test_the_realism_tool_paints_whole_cases_with_the_generator_inside_the_organ
     with pytest.raises(ValueError, match=r"trained for other crops: --space_x 3.0 \(this run: 2.0\); "
                                          r"--space_y 3.0 \(this run: 2.0\); --space_z 3.0 \(this run: 2.0\)"):
         make_synthesizer(args, profile)
+
+
+def test_inside_label_painting_keeps_the_offset_inside_the_label():
+    healthy, engine, label, healthy_label = _crops()
+    mask = synthetic_tumor_mask(label, healthy_label, [2])
+    organ = healthy_label > 0
+    generator = _random_generator()
+    blurred = generator(healthy, engine, mask, organ)
+    assert (blurred != healthy)[~mask].any()  # the original: the offset spreads past the label
+    inside = generator.paint_options({"inside_label": True})(healthy, engine, mask, organ)
+    assert torch.equal(inside[~mask], healthy[~mask])
+    assert torch.equal(inside[mask & organ] != healthy[mask & organ], blurred[mask & organ] != healthy[mask & organ])
+    with pytest.raises(ValueError, match="unknown painting options"):
+        generator.paint_options({"halo": 0})
+
+
+def test_the_realistic_preset_reaches_the_generator_of_main_py_and_of_the_realism_tool(tmp_path):
+    import argparse
+
+    from labelfree.apps.realism.cli import make_synthesizer
+    from labelfree.training.generator import load_learned_synthesis
+    from tumor_synthesis.organs import get_organ_profile
+
+    path = _save_generator(tmp_path / "generator.pt", LIVER)
+    settings = RunSettings.create(organ="liver", spacing=(3.0, 3.0, 3.0), roi=(16, 16, 16))
+    for preset, inside in (("original", False), ("realistic", True)):
+        painter = load_learned_synthesis(str(path), settings, torch.device("cpu"), False, preset=preset)
+        assert painter.generator.inside_label is inside
+        args = argparse.Namespace(synthesis="gan", syn_generator=str(path), space=(3.0, 3.0, 3.0), type_mix=None,
+                                  syn_rim_mm=None, syn_label_edge=None, seed=0, syn_preset=preset)
+        synthesizer = make_synthesizer(args, get_organ_profile("liver"))
+        assert synthesizer.generator.inside_label is inside and synthesizer.engine.preset == preset

@@ -256,3 +256,28 @@ def test_multi_organ_scores_one_column_group_per_organ():
     # Single-organ conventions keep the original columns.
     assert pair_metric_columns(get_organ_profile("liver").label_pairs)[:5] == [
         "name", "liver_dice", "liver_nsd", "tumor_dice", "tumor_nsd"]
+
+
+def test_presets_are_data_of_the_organ_profile():
+    from dataclasses import replace
+
+    from tumor_synthesis.organs import PRESETS, Preset, preset_of, with_preset
+
+    liver = get_organ_profile("liver")
+    assert PRESETS == ("original", "realistic")
+    assert with_preset(liver, "original") is liver and preset_of(liver, "original") == Preset()
+    realistic = preset_of(liver, "realistic")
+    changed = with_preset(liver, "realistic")
+    assert changed == replace(liver, **realistic.profile)
+    assert changed.edge_blur_mm[1] <= liver.edge_blur_mm[0]  # sharper than the published sigma U(1, 2) mm
+    assert 0 < changed.label_visible_edge < 1 and liver.label_visible_edge is None
+    assert changed.difference_hu[0] > liver.difference_hu[0]
+    assert realistic.learned["inside_label"] is True and "difference_hu" in realistic.growth
+    with pytest.raises(ValueError, match="no 'realistic' synthesis preset.*liver"):
+        with_preset(get_organ_profile("pancreas"), "realistic")
+    with pytest.raises(ValueError, match="no 'realistic'"):
+        with_preset(get_organ_profile("multi"), "realistic")  # pancreas and kidney have none
+    with pytest.raises(ValueError, match="unknown synthesis preset 'nice'"):
+        preset_of(liver, "nice")
+    with pytest.raises(ValueError, match="unknown presets"):
+        replace(liver, presets={"nice": Preset()})

@@ -238,3 +238,39 @@ def test_intensity_statistics_over_many_samples():
     assert 0.4 < np.min(relative) and np.max(relative) < 0.7
     assert np.mean(relative) == pytest.approx(0.52, abs=0.04)
     assert edge_darkened >= 90
+
+
+@pytest.mark.parametrize("synthesis", ["ellipsoid", "growth"])
+def test_default_preset_is_the_original_bit_for_bit(synthesis):
+    image, label = make_case(seed=3)
+    outputs = []
+    for extra in ({}, {"preset": "original"}):
+        t = TumorGenerated(prob=1.0, spacing=(1.0, 1.0, 1.0), synthesis=synthesis, **extra).set_random_state(7)
+        out = t({"image": image[None].copy(), "label": label[None].copy()})
+        outputs.append((as_numpy(out["image"]), as_numpy(out["label"])))
+    assert (outputs[0][1] == 2).any()
+    np.testing.assert_array_equal(outputs[0][0], outputs[1][0])
+    np.testing.assert_array_equal(outputs[0][1], outputs[1][1])
+
+
+def test_realistic_preset_keeps_the_darkening_inside_its_label():
+    """On a noise-free organ: the original darkens organ voxels past its label by more than a fifth of the lesion's
+    median drop (the halo), the realistic preset half as many, and its label holds no voxel the painting left
+    untouched."""
+    image, label = make_case(shape=(64, 64, 48), radii=(28, 28, 20), seed=0)
+    image = np.where(label == 1, 60, -100).astype(np.float32)
+    outside = {}
+    for preset in ("original", "realistic"):
+        darkened_outside, labelled = 0, 0
+        for seed in range(4):
+            t = TumorGenerated(prob=1.0, tumor_prob=only("small"), spacing=(1.0, 1.0, 1.0), preset=preset)
+            out = t.set_random_state(seed)({"image": image[None].copy(), "label": label[None].copy()})
+            change = as_numpy(out["image"])[0] - image
+            tumor = as_numpy(out["label"])[0] == 2
+            fifth = 0.2 * np.median(change[tumor])
+            darkened_outside += int(np.count_nonzero((change < fifth) & ~tumor))
+            labelled += int(np.count_nonzero(tumor))
+            if preset == "realistic":
+                assert not (tumor & (change == 0)).any()
+        outside[preset] = darkened_outside / labelled
+    assert outside["realistic"] < 0.6 * outside["original"]

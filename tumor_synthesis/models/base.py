@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from tumor_synthesis.growth_engine import GROWTH_GRID_MM
-from tumor_synthesis.organs import MultiOrganProfile, OrganProfile
+from tumor_synthesis.organs import PRESETS, MultiOrganProfile, OrganProfile
 
 #: A volume as a model paints it: (H, W, D), numpy or torch.
 Volume = Union[np.ndarray, torch.Tensor]
@@ -32,14 +32,19 @@ class SynthesisOptions:
             surface; None: the profile's.
         growth_grid_mm: simulation grid spacing (mm) of the growth model.
         label_visible_edge: fraction in (0, 1) of the blurred mask at which the label
-            ends; None: the unblurred mask (the original).
+            ends; None: the profile's (the unblurred mask in the original).
+        preset: "original" (the published method) or "realistic" (the organ profile's
+            realistic values, ``tumor_synthesis.organs.Preset``), see :data:`organs.PRESETS`.
     """
 
     surface_rim_mm: float | None = None
     growth_grid_mm: float = GROWTH_GRID_MM
     label_visible_edge: float | None = None
+    preset: str = "original"
 
     def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown synthesis preset {self.preset!r}; choose one of {list(PRESETS)}")
         edge = self.label_visible_edge
         if edge is not None and not 0.0 < float(edge) < 1.0:
             raise ValueError(f"label_visible_edge must be a fraction in (0, 1) or None, got {edge}")
@@ -73,6 +78,9 @@ class SynthesisModel(ABC):
 
     #: The model's name (the ``synthesis`` argument of the transforms).
     name: ClassVar[str]
+    #: :meth:`paint_organ` takes a ``case`` keyword: the organ's per-case facts
+    #: (:class:`tumor_synthesis.case_data.OrganCase`), computed once per case.
+    uses_case_data: ClassVar[bool] = False
 
     def __init__(self, profile: OrganProfile | MultiOrganProfile) -> None:
         self.profile = profile
@@ -124,7 +132,7 @@ class SynthesisModel(ABC):
         return self.size_classes(organ)[int(rng.choice(len(p), p=p / p.sum()))]
 
     def paint(self, image: Volume, label: Volume, rng: np.random.Generator, spacing: tuple[float, float, float],
-              size: str | None = None, inplace: bool = False) -> tuple[Volume, Volume] | None:
+              size: str | None = None, inplace: bool = False, case=None) -> tuple[Volume, Volume] | None:
         """Paint every organ of the profile in turn.
 
         Args:
@@ -136,6 +144,8 @@ class SynthesisModel(ABC):
                 (the multi-organ profile: each organ its own).
             inplace: paint into ``image`` and ``label``. Otherwise they are copied once, when
                 the first organ is painted, and later organs are painted into the copies.
+            case: the case's :class:`tumor_synthesis.case_data.CaseData` for these arrays (None:
+                models that use it compute it per organ).
 
         Returns:
             The painted ``(image, label)``, or None (inputs untouched) when no organ was painted.
@@ -143,7 +153,8 @@ class SynthesisModel(ABC):
         painted = False
         for organ in self.profile.members:
             organ_size = size if size is not None else self.draw_size(organ, rng)
-            result = self.paint_organ(image, label, rng, organ_size, organ, spacing, inplace or painted)
+            extra = {"case": case.organ(organ.name)} if case is not None and self.uses_case_data else {}
+            result = self.paint_organ(image, label, rng, organ_size, organ, spacing, inplace or painted, **extra)
             if result is not None:
                 image, label = result
                 painted = True

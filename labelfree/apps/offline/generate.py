@@ -47,6 +47,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from labelfree.io.atomic import write_json_atomic
+from labelfree.io.output_dir import check_output_dir
 from labelfree.apps.offline.case import OfflineError, Settings, process_case
 from labelfree.runtime.cli_errors import exits_on
 
@@ -182,6 +183,7 @@ def check_config(out: Path, config: dict) -> None:
 def run(args: argparse.Namespace) -> dict:
     """Generate (or resume) the dataset; returns a summary (counts, seconds, paths)."""
     settings = resolve_settings(args)
+    check_output_dir(args.out, "--out")  # writable: told before any scan is read
     cases = source_cases(args.json_dir, args.train_dir, args.split)
     out = Path(args.out)
     if args.nnunet_dataset is not None and not NNUNET_DATASET_PATTERN.match(args.nnunet_dataset):

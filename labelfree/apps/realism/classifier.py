@@ -10,11 +10,15 @@ only win on appearance:
   them apart;
 * folds by case: every lesion of one case (a real scan, or all synthetic draws of one
   healthy scan) lies in the same fold (:func:`case_folds`), so the network is tested on
-  scans it never saw;
+  scans it never saw. A kind with lesions from a single case (one annotated scan with many
+  lesions) is folded by lesion instead (:func:`fold_groups`): its lesions are then split
+  between train and test folds, and the result says so (``fold_unit``);
 * the same crop size, window and flips for both kinds.
 
 The score is the ROC AUC on each held-out fold (:func:`roc_auc`, the Mann-Whitney
-statistic): 0.5 means the network cannot tell them apart, 1 that it always can.
+statistic): 0.5 means the network cannot tell them apart, 1 that it always can. Every AUC
+comes with a bootstrap 95 % interval (:func:`bootstrap_auc`: held-out crops resampled within
+their fold and kind).
 """
 
 from __future__ import annotations
@@ -77,6 +81,57 @@ def case_folds(groups: Sequence[str], labels: Sequence[int], n_folds: int, rng: 
         for i, name in enumerate(names):
             fold[(groups == name) & (labels == value)] = i % n_folds
     return fold
+
+
+def fold_groups(groups: Sequence[str], labels: Sequence[int]) -> tuple[np.ndarray, dict]:
+    """The fold units of each crop: its case, or, for a kind whose crops come from fewer than two
+    cases, the crop itself.
+
+    Returns:
+        ``(units, fold_unit)``: ``units`` the group name of each crop for :func:`case_folds`;
+        ``fold_unit`` ``{"real": "case" | "lesion", "synthetic": ...}``.
+    """
+    groups = np.asarray(groups).astype(object)
+    labels = np.asarray(labels, dtype=int)
+    units = groups.copy()
+    fold_unit = {}
+    for value, kind in ((0, "real"), (1, "synthetic")):
+        these = labels == value
+        if len(np.unique(groups[these])) >= 2:
+            fold_unit[kind] = "case"
+        else:
+            fold_unit[kind] = "lesion"
+            units[these] = [f"{g}#lesion{i}" for i, g in zip(np.flatnonzero(these), groups[these])]
+    return units.astype(str), fold_unit
+
+
+def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, fold: np.ndarray, n_boot: int = 1000,
+                  seed: int = 0) -> dict:
+    """Bootstrap 95 % intervals of the fold-mean AUC and the pooled AUC.
+
+    Each replicate redraws, with replacement, the held-out crops of every fold and kind (as many
+    as there were), then recomputes each fold's AUC (their mean) and the AUC of all the drawn
+    scores together. Returns ``auc_ci95`` and ``auc_pooled_ci95``: [2.5, 97.5] percentiles.
+    """
+    rng = np.random.default_rng(seed)
+    cells = [np.flatnonzero((fold == k) & (labels == v)) for k in np.unique(fold) for v in (0, 1)]
+    cells = [c for c in cells if len(c)]
+    means, pooled = [], []
+    for _ in range(int(n_boot)):
+        drawn = np.concatenate([rng.choice(c, len(c)) for c in cells])
+        aucs = [roc_auc(scores[drawn][fold[drawn] == k], labels[drawn][fold[drawn] == k]) for k in np.unique(fold)]
+        aucs = [a for a in aucs if np.isfinite(a)]
+        if aucs:
+            means.append(np.mean(aucs))
+        pooled.append(roc_auc(scores[drawn], labels[drawn]))
+
+    def ci(values):
+        values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values.size else \
+            [math.nan, math.nan]
+
+    return {"auc_ci95": ci(means), "auc_pooled_ci95": ci(pooled), "n_boot": int(n_boot)}
 
 
 class LesionCNN(nn.Module):
@@ -155,29 +210,33 @@ def machine_turing_test(crops: np.ndarray, labels: Sequence[int], groups: Sequen
     Args:
         crops: ``(N, S, S, S)`` float32 crops (already size matched, see :func:`match_size_bins`).
         labels: 1 synthetic, 0 real.
-        groups: case of each crop; folds never split a case.
-        n_folds: folds (at most the number of cases of the rarer kind, at least 2).
+        groups: case of each crop; folds never split a case of a kind with at least two cases
+            (a kind from one case is folded by lesion, :func:`fold_groups`).
+        n_folds: folds (at most the number of fold units of the rarer kind, at least 2).
         epochs: training passes per fold.
         seed: seeds the folds and every fold's network.
         device: torch device.
 
     Returns:
         ``auc`` (mean over folds with both kinds), ``auc_std`` (their SD), ``auc_folds``,
-        ``auc_pooled`` (all held-out scores together), ``n_folds``, ``n_real``, ``n_synthetic``.
+        ``auc_pooled`` (all held-out scores together), ``auc_ci95`` and ``auc_pooled_ci95``
+        (bootstrap 95 % intervals, :func:`bootstrap_auc`), ``fold_unit`` (per kind: "case" or
+        "lesion"), ``n_folds``, ``n_real``, ``n_synthetic``.
 
     Raises:
-        ValueError: fewer than two cases of either kind, or fewer than two folds.
+        ValueError: fewer than two crops of either kind (nothing to fold).
     """
     labels = np.asarray(labels, dtype=int)
     groups = np.asarray(groups)
-    n_cases = min(len(np.unique(groups[labels == v])) for v in (0, 1)) if len(set(labels.tolist())) == 2 else 0
-    n_folds = min(int(n_folds), n_cases)
+    units, fold_unit = fold_groups(groups, labels)
+    n_units = min(len(np.unique(units[labels == v])) for v in (0, 1)) if len(set(labels.tolist())) == 2 else 0
+    n_folds = min(int(n_folds), n_units)
     if n_folds < 2:
-        raise ValueError(f"the machine Turing test needs lesions from at least two real and two synthetic cases "
-                         f"(got {n_cases} of the rarer kind after size matching)")
+        raise ValueError(f"the machine Turing test needs at least two real and two synthetic lesions "
+                         f"(got {n_units} of the rarer kind after size matching)")
     device = torch.device(device)
     rng = np.random.default_rng(seed)
-    fold = case_folds(groups, labels, n_folds, rng)
+    fold = case_folds(units, labels, n_folds, rng)
     scores = np.zeros(len(labels), dtype=np.float64)
     aucs = []
     for k in range(n_folds):
@@ -190,6 +249,8 @@ def machine_turing_test(crops: np.ndarray, labels: Sequence[int], groups: Sequen
         "auc_std": float(np.std(finite)) if finite else math.nan,
         "auc_folds": aucs,
         "auc_pooled": roc_auc(scores, labels),
+        **bootstrap_auc(scores, labels, fold, seed=seed),
+        "fold_unit": fold_unit,
         "n_folds": n_folds,
         "n_real": int((labels == 0).sum()),
         "n_synthetic": int((labels == 1).sum()),

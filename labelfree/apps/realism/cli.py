@@ -17,7 +17,9 @@ list with tumor are skipped and counted (so a datalist whose ``validation`` list
 tumor cases, like the original's ``healthy.json``, can be passed as it is).
 
 Writes to ``--out``: ``realism.json`` (settings, counts, per-statistic summaries and distances,
-the machine Turing test with the key ``"auc"``, every lesion's record, runtimes),
+the Fréchet distance of the lesions' feature vectors with its bootstrap interval under ``"frechet"``,
+the machine Turing test with the key ``"auc"`` and its bootstrap interval, every lesion's record,
+runtimes),
 ``realism.md`` (the tables) and ``realism.png`` (size-matched real and synthetic crops side by
 side, and the histograms of the statistics). See :mod:`labelfree.apps.realism.stats` for the
 statistics and :mod:`labelfree.apps.realism.classifier` for the test.
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from labelfree.data.datalist import DatalistError
+from labelfree.io.output_dir import check_output_dir
 from labelfree.runtime.cli_errors import exits_on
 
 #: The synthesis model ``TumorGenerated`` uses when given none (passed on only when another is asked for).
@@ -41,6 +44,8 @@ DEFAULT_SYNTHESIS = "ellipsoid"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
+    from labelfree.config.flags import add_syn_preset_argument
+
     parser = argparse.ArgumentParser(
         prog="python -m tumor_synthesis.realism", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -64,11 +69,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="label the synthetic tumor out to where its blurred mask falls to this fraction "
                           "(TumorGenerated's label_visible_edge); default off: the original's unblurred label")
     syn.add_argument("--synthesis", default=DEFAULT_SYNTHESIS,
-                     help="synthesis model of TumorGenerated (passed on only when not the default); gan: the "
-                          "ellipsoids repainted by --syn_generator, as main.py --synthesis gan does")
+                     help="synthesis model of TumorGenerated (passed on only when not the default); gan / diffusion: "
+                          "the ellipsoids repainted by --syn_generator, as main.py --synthesis gan / diffusion does")
     syn.add_argument("--syn_generator", default=None, metavar="PATH",
-                     help="with --synthesis gan: the generator.pt of syn_train.py (its organ, window and spacing "
-                          "must be this run's: give --space as it was trained)")
+                     help="with --synthesis gan or diffusion: the generator.pt / diffusion.pt of syn_train.py (its "
+                          "organ, window and spacing must be this run's: give --space as it was trained)")
+    syn.add_argument("--syn_steps", type=int, default=None,
+                     help="with --synthesis diffusion: sampling steps (default: the model file's)")
+    add_syn_preset_argument(syn)
     syn.add_argument("--draws", type=int, default=2, help="synthetic samples per healthy case")
     measure = parser.add_argument_group("measurement")
     measure.add_argument("--min_lesion_voxels", type=int, default=8,
@@ -128,11 +136,15 @@ def make_synthesizer(args, profile):
     """The project's ``TumorGenerated`` with the run's settings, seeded with ``args.seed``."""
     from tumor_synthesis import TumorGenerated
 
-    if args.synthesis == "gan":
+    if args.synthesis in ("gan", "diffusion"):
         return LearnedSynthesizer.create(args, profile)
     if getattr(args, "syn_generator", None) is not None:
-        raise ValueError("--syn_generator is the learned model's weights: it needs --synthesis gan")
+        raise ValueError("--syn_generator is the learned model's weights: it needs --synthesis gan or diffusion")
+    if getattr(args, "syn_steps", None) is not None:
+        raise ValueError("--syn_steps is the diffusion model's sampling steps: it needs --synthesis diffusion")
     extra = {} if args.synthesis == DEFAULT_SYNTHESIS else {"synthesis": args.synthesis}
+    if getattr(args, "syn_preset", "original") != "original":  # passed on only when asked for
+        extra["preset"] = args.syn_preset
     try:
         transform = TumorGenerated(keys=("image", "label"), prob=1.0, tumor_prob=args.type_mix, organ=profile.name,
                                    surface_rim_mm=args.syn_rim_mm, label_visible_edge=args.syn_label_edge, **extra)
@@ -144,12 +156,14 @@ def make_synthesizer(args, profile):
 class LearnedSynthesizer:
     """The ellipsoid ``TumorGenerated``, then the trained generator repaints its tumors (in HU).
 
-    The same painting as ``main.py --synthesis gan``: window to [0, 1], generator in sliding
-    windows of its training crop, back to HU; only organ voxels change.
+    The same painting as ``main.py --synthesis gan`` / ``diffusion``: window to [0, 1], the generator
+    in sliding windows of its training crop (the diffusion model: windows of its training crop
+    around the tumors, seeded by ``--seed`` and the draw), back to HU; only organ voxels change.
     """
 
-    def __init__(self, engine, generator, profile) -> None:
+    def __init__(self, engine, generator, profile, steps=None, seed=0) -> None:
         self.engine, self.generator, self.profile = engine, generator, profile
+        self.steps, self.seed, self.draws = steps, int(seed), 0
 
     @classmethod
     def create(cls, args, profile) -> "LearnedSynthesizer":
@@ -159,19 +173,38 @@ class LearnedSynthesizer:
         from tumor_synthesis import TumorGenerated
 
         if args.syn_generator is None:
-            raise ValueError("--synthesis gan repaints the ellipsoids with a trained generator: give --syn_generator")
-        state = read_generator(args.syn_generator)
+            raise ValueError(f"--synthesis {args.synthesis} repaints the ellipsoids with a trained model: "
+                             "give --syn_generator")
+        if args.synthesis != "diffusion" and getattr(args, "syn_steps", None) is not None:
+            raise ValueError("--syn_steps is the diffusion model's sampling steps: it needs --synthesis diffusion")
+        if getattr(args, "syn_steps", None) is not None and args.syn_steps < 1:
+            raise ValueError(f"--syn_steps must be at least 1, got {args.syn_steps}")
+        from labelfree.io.checkpoint import CheckpointError
+
+        try:
+            state = read_generator(args.syn_generator, synthesis=args.synthesis)
+        except CheckpointError as e:  # missing, corrupt or unsafe (a pickle naming code): bad input, one line
+            # A RuntimeError, which main's error path does not take: importing the type there would import
+            # torch at the start of every run, --help included.
+            raise ValueError(str(e)) from None
         problems = crop_mismatches(state.config, profile.name, profile.window, args.space)
         if problems:
             raise ValueError(f"--syn_generator {args.syn_generator} was trained for other crops: " + "; ".join(problems))
+        from tumor_synthesis.organs import preset_of
+
+        preset = getattr(args, "syn_preset", "original")
         engine = TumorGenerated(keys=("image", "label"), prob=1.0, tumor_prob=args.type_mix, organ=profile.name,
-                                surface_rim_mm=args.syn_rim_mm, label_visible_edge=args.syn_label_edge)
+                                surface_rim_mm=args.syn_rim_mm, label_visible_edge=args.syn_label_edge, preset=preset)
         engine.set_random_state(args.seed)
-        return cls(engine, state.build(torch.device("cpu")).eval(), profile)
+        model = state.build(torch.device("cpu")).eval()
+        if preset != "original" and hasattr(model, "paint_options"):  # the gan's painting; diffusion has none
+            model.paint_options(preset_of(profile, preset).learned)
+        return cls(engine, model, profile, getattr(args, "syn_steps", None), args.seed)
 
     def __call__(self, data: dict) -> dict:
         import torch
 
+        from tumor_synthesis.diffusion import TumorDiffusion, paint_windows
         from tumor_synthesis.learned import paint_volume, synthetic_tumor_mask
 
         healthy_image, healthy_label = data["image"], data["label"]
@@ -185,7 +218,12 @@ class LearnedSynthesizer:
         label = torch.as_tensor(out["label"])
         mask = synthetic_tumor_mask(label[None], torch.as_tensor(healthy_label)[None], [self.profile.tumor_label])
         organ = torch.as_tensor(healthy_label)[None] > 0
-        painted = paint_volume(self.generator, window(healthy_image), window(out["image"]), mask, organ)
+        if isinstance(self.generator, TumorDiffusion):
+            self.draws += 1
+            noise = torch.Generator().manual_seed(self.seed * 1_000_003 + self.draws)
+            painted = paint_windows(self.generator, window(healthy_image), mask, organ, self.steps, noise)
+        else:
+            painted = paint_volume(self.generator, window(healthy_image), window(out["image"]), mask, organ)
         changed = painted != window(healthy_image)
         image = torch.as_tensor(healthy_image).float().clone()
         image[changed[0]] = (a_min + painted * width)[changed]
@@ -272,12 +310,13 @@ def _case_name(path: str, root: str) -> str:
 
 def run(args: argparse.Namespace) -> dict:
     """Measure, compare, test; write the outputs and return the content of ``realism.json``."""
-    from labelfree.apps.realism.stats import StatsConfig, compare_populations
+    from labelfree.apps.realism.stats import StatsConfig, compare_populations, frechet_distance
     from tumor_synthesis.organs import get_organ_profile
 
     t_start = time.perf_counter()
     profile = get_organ_profile(args.organ)
     device = _checked_settings(args, profile)
+    check_output_dir(args.out, "--out")  # writable: told before any scan is read
     import torch
 
     torch.set_num_threads(args.threads)
@@ -305,6 +344,7 @@ def run(args: argparse.Namespace) -> dict:
                          f"{profile.organ_label}) without tumor that TumorGenerated could paint")
 
     statistics = compare_populations(real.records, synthetic.records)
+    frechet = frechet_distance(real.records, synthetic.records, seed=args.seed)
     t0 = time.perf_counter()
     keep_real, keep_syn, turing = size_matched_turing_test(real, synthetic, args, device)
     timing["classifier_s"] = time.perf_counter() - t0
@@ -321,6 +361,7 @@ def run(args: argparse.Namespace) -> dict:
                    "size_matched_pairs": int(len(keep_real))},
         "skipped": skipped,
         "statistics": statistics,
+        "frechet": frechet,
         "auc": turing["auc"],
         "auc_std": turing["auc_std"],
         "turing_test": turing,
@@ -466,9 +507,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown_summary_line(result: dict) -> str:
     c = result["counts"]
+    ci = result["turing_test"].get("auc_ci95", [math.nan, math.nan])
+    fd = result["frechet"]
     return (f"{result['organ']}: {c['real_lesions']} real and {c['synthetic_lesions']} synthetic lesions, "
             f"{c['size_matched_pairs']} size-matched pairs; machine Turing test AUC {result['auc']:.3f} "
-            f"+- {result['auc_std']:.3f}; {result['runtime_s']['total_s']:.0f} s")
+            f"+- {result['auc_std']:.3f} [95 % {ci[0]:.3f}, {ci[1]:.3f}]; Frechet distance {fd['frechet']:.3f} "
+            f"[95 % {fd['ci95'][0]:.3f}, {fd['ci95'][1]:.3f}]; {result['runtime_s']['total_s']:.0f} s")
 
 
 if __name__ == "__main__":

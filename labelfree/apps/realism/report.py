@@ -29,8 +29,8 @@ def markdown_report(result: dict) -> str:
         f"Real: `{s['real_json']}` ({c['real_cases']} cases, {c['real_lesions']} lesions). Synthetic: "
         f"`{s['healthy_json']}` ({_painted(result)} of its {c['healthy_cases']} cases "
         f"painted, {s['draws']} draws each, {c['synthetic_lesions']} lesions). Type mix {s['type_mix'] or 'profile default'}, rim {s['syn_rim_mm'] if s['syn_rim_mm'] is not None else 'profile default'} mm, "
-        f"label edge {s['syn_label_edge'] if s['syn_label_edge'] is not None else 'off (original)'}, synthesis "
-        f"`{s['synthesis']}`; resampled to {' x '.join(f'{v:g}' for v in s['space'])} mm.",
+        f"label edge {s['syn_label_edge'] if s['syn_label_edge'] is not None else 'profile default'}, synthesis "
+        f"`{s['synthesis']}`, preset `{s.get('syn_preset', 'original')}`; resampled to {' x '.join(f'{v:g}' for v in s['space'])} mm.",
         "",
         "| statistic | unit | real median [p10, p90] | synthetic median [p10, p90] | W1 / real spread | KS |",
         "|---|---|---|---|---|---|",
@@ -42,14 +42,30 @@ def markdown_report(result: dict) -> str:
             f"| {name} | {STAT_UNITS[name]} | {_fmt(r['median'])} [{_fmt(r['p10'])}, {_fmt(r['p90'])}] | "
             f"{_fmt(y['median'])} [{_fmt(y['p10'])}, {_fmt(y['p90'])}] | {_fmt(st['w1_norm'], 2)} | {_fmt(st['ks'], 2)} |"
         )
+    fd = result.get("frechet")
+    if fd is not None:
+        lines += ["", f"Fréchet distance of the lesions' feature vectors ({', '.join(fd['features']) or '-'}; "
+                  "standardised on the real lesions and clipped to +- 10 SD, volume as log10): "
+                  f"**{_fmt(fd['frechet'])}** [95 % "
+                  f"{_fmt(fd['ci95'][0])}, {_fmt(fd['ci95'][1])}] ({fd['n_real']} real, {fd['n_synthetic']} synthetic "
+                  f"lesions, {fd['n_boot']} bootstrap draws). 0: the same means and covariance."]
     t = result["turing_test"]
+    unit = t.get("fold_unit", {})
+    by_lesion = [k for k, v in unit.items() if v == "lesion"]
+    folding = ("folds by case" if not by_lesion else
+               f"folds by case, except the {' and '.join(by_lesion)} lesions: they come from a single case, so they "
+               "are folded by lesion and lesions of that case lie in both train and test folds")
     lines += ["", "Machine Turing test (3D CNN, real vs synthetic crops of "
-              f"{s['crop']}^3 voxels, size-matched, folds by case): "]
+              f"{s['crop']}^3 voxels, size-matched, {folding}): "]
     if "error" in t:
         lines.append(f"not run: {t['error']}")
     else:
         folds = ", ".join(_fmt(a, 2) for a in t["auc_folds"])
-        lines.append(f"**AUC {_fmt(t['auc'])} +- {_fmt(t['auc_std'], 2)}** (SD over {t['n_folds']} folds: {folds}; "
+        ci = t.get("auc_ci95", [math.nan, math.nan])
+        pooled = t.get("auc_pooled_ci95", [math.nan, math.nan])
+        lines.append(f"**AUC {_fmt(t['auc'])} +- {_fmt(t['auc_std'], 2)}** [bootstrap 95 % {_fmt(ci[0], 2)}, "
+                     f"{_fmt(ci[1], 2)}] (SD over {t['n_folds']} folds: {folds}; pooled held-out AUC "
+                     f"{_fmt(t['auc_pooled'])} [{_fmt(pooled[0], 2)}, {_fmt(pooled[1], 2)}]; "
                      f"{t['n_real']} real and {t['n_synthetic']} synthetic crops, {t['epochs']} epochs). "
                      "0.5: indistinguishable.")
     skipped = result["skipped"]

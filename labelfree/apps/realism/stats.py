@@ -315,3 +315,68 @@ def compare_populations(real: list[dict], synthetic: list[dict], names: Sequence
         out[name] = {"unit": STAT_UNITS.get(name, ""), "real": summarize(r), "synthetic": summarize(s),
                      **distribution_distance(r, s)}
     return out
+
+
+#: Statistics of the Fréchet distance's feature vector (:func:`frechet_distance`): every compared
+#: statistic, the volume as log10 (it spans three decades).
+FRECHET_FEATURES = STAT_NAMES
+#: Bootstrap replicates of the 95 % intervals.
+N_BOOTSTRAP = 1000
+#: Standardised features are clipped to +- this many real SDs: a ratio such as the halo explodes for
+#: a lesion whose own difference is near 0 HU (a faint fragment), and one such lesion would
+#: otherwise decide the whole distance.
+FRECHET_CLIP_SD = 10.0
+
+
+def feature_matrix(records: list[dict], names: Sequence[str] = FRECHET_FEATURES) -> np.ndarray:
+    """``(N, F)`` float64 feature vectors of the lesions with every feature finite (volume as log10 mL)."""
+    rows = np.array([[math.log10(r[n]) if n == "volume_ml" and r[n] > 0 else r[n] for n in names] for r in records],
+                    dtype=np.float64).reshape(len(records), len(names))
+    return rows[np.isfinite(rows).all(axis=1)]
+
+
+def frechet_distance(real: list[dict], synthetic: list[dict], names: Sequence[str] = FRECHET_FEATURES,
+                     n_boot: int = N_BOOTSTRAP, seed: int = 0) -> dict:
+    """Fréchet distance between the real and synthetic lesions' feature vectors, with a bootstrap 95 % interval.
+
+    Each lesion is the vector of its statistics (``names``; volume as log10 mL), standardised by
+    the real lesions' mean and SD (features constant over the real set are dropped) and clipped to
+    +- :data:`FRECHET_CLIP_SD`, so every statistic counts in units of the real spread; then
+    ``|mu_r - mu_s|^2 + tr(C_r + C_s - 2
+    (C_r C_s)^(1/2))`` (:func:`frechet`), in the spirit of the Fréchet radiomics
+    distance. 0: the same mean and covariance; shifting one statistic by one real SD adds 1.
+    The interval: the distance over ``n_boot`` resamplings of both sets (lesions drawn with
+    replacement, the standardisation kept), its 2.5 and 97.5 percentiles.
+
+    Returns:
+        ``frechet`` (NaN with fewer than two lesions with finite features on either side),
+        ``ci95`` ([low, high]), ``features`` (those used), ``n_real``, ``n_synthetic``, ``n_boot``.
+    """
+    r, s = feature_matrix(real, names), feature_matrix(synthetic, names)
+    out = {"frechet": math.nan, "ci95": [math.nan, math.nan], "features": [], "n_real": int(len(r)),
+           "n_synthetic": int(len(s)), "n_boot": int(n_boot)}
+    if len(r) < 2 or len(s) < 2:
+        return out
+    mean, sd = r.mean(axis=0), r.std(axis=0, ddof=1)
+    keep = sd > 0
+    r, s = (np.clip((x[:, keep] - mean[keep]) / sd[keep], -FRECHET_CLIP_SD, FRECHET_CLIP_SD) for x in (r, s))
+
+    rng = np.random.default_rng(seed)
+    boot = [frechet(r[rng.integers(0, len(r), len(r))], s[rng.integers(0, len(s), len(s))]) for _ in range(int(n_boot))]
+    out.update(frechet=frechet(r, s), ci95=[float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+               features=[n for n, k in zip(names, keep) if k])
+    return out
+
+
+def frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between the Gaussians fitted to the rows of ``a`` and ``b`` (``(N, F)`` arrays).
+
+    The formula of MONAI's ``get_fid_score``, with ``tr (C_a C_b)^(1/2)`` as the sum of the square
+    roots of the eigenvalues of ``C_a C_b`` (real and >= 0 for covariance matrices; rounding
+    below 0 is clipped): a thousand bootstrap replicates take milliseconds instead of MONAI's
+    matrix square root's seconds.
+    """
+    ca, cb = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    eig = np.linalg.eigvals(ca @ cb).real
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    return float(diff @ diff + np.trace(ca) + np.trace(cb) - 2.0 * np.sqrt(np.clip(eig, 0.0, None)).sum())

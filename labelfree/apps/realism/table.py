@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from labelfree.io.atomic import write_text_atomic
+from labelfree.io.output_dir import check_output_file
 from labelfree.runtime.cli_errors import exits_on
 
 
@@ -47,11 +48,19 @@ def table(runs: dict[str, dict]) -> str:
         lines.append(f"| {key} ({stat['unit']}) | {_cell(stat['real'])} | " + " | ".join(cells) + " |")
     lines.append(f"| lesions | {first['counts']['real_lesions']} | "
                  + " | ".join(str(r["counts"]["synthetic_lesions"]) for r in runs.values()) + " |")
-    aucs = []
+    aucs, frechets = [], []
     for r in runs.values():
         folds = ", ".join(f"{a:.2g}" for a in r["turing_test"].get("auc_folds") or [])
-        aucs.append("-" if r["auc"] is None else f"{r['auc']:.2f} +- {r['auc_std']:.2f} ({folds})")
-    lines.append("| machine Turing test AUC (mean +- SD over folds) | - | " + " | ".join(aucs) + " |")
+        ci = r["turing_test"].get("auc_ci95")
+        interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and None not in ci else ""
+        aucs.append("-" if r["auc"] is None else f"{r['auc']:.2f} +- {r['auc_std']:.2f}{interval} ({folds})")
+        fd = r.get("frechet")
+        frechets.append("-" if not fd or fd["frechet"] is None else
+                        f"{_num(fd['frechet'])} [{_num(fd['ci95'][0])}, {_num(fd['ci95'][1])}]")
+    lines.append("| machine Turing test AUC (mean +- SD over folds) [bootstrap 95 %] | - | " + " | ".join(aucs) + " |")
+    if any(f != "-" for f in frechets):
+        lines.append("| Fréchet distance of the lesion statistics [bootstrap 95 %] | 0 | "
+                     + " | ".join(frechets) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -61,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", metavar="NAME=FOLDER", help="a realism output folder and its column name")
     parser.add_argument("--out", default=None, help="write the table here too (markdown)")
     args = parser.parse_args(argv)
+    if args.out:
+        check_output_file(args.out, "--out")
     runs = {}
     for spec in args.runs:
         name, sep, folder = spec.partition("=")

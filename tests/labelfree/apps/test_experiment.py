@@ -74,3 +74,18 @@ def test_experiment_rejects_a_split_without_held_out_cases(tmp_path):
     args = experiment.get_args_parser().parse_args(["--data_root", str(root), "--n_real_train", "3"])
     with pytest.raises(SystemExit, match="must leave held-out cases"):
         experiment.build_datalists(args, tmp_path / "lists")
+
+
+def test_realistic_arms_repeat_their_original_arm_with_the_realistic_preset(tmp_path):
+    args = experiment.get_args_parser().parse_args(["--steps", "400", "--batch_size", "2"])
+    for arm in experiment.REALISTIC_ARMS:
+        original = arm.removesuffix("_realistic")
+        assert original in experiment.ARMS and arm in experiment.SYN_ARMS
+        command = experiment.train_command(args, arm, tmp_path / "healthy.json", 8, tmp_path / arm)
+        base = experiment.train_command(args, original, tmp_path / "healthy.json", 8, tmp_path / arm)
+        assert command == base + ["--syn_preset", "realistic"]  # same budget, data, held-out cases and flags
+    root, healthy, _ = _fake_root(tmp_path)
+    args = experiment.get_args_parser().parse_args(["--data_root", str(root), "--n_real_train", "2"])
+    lists = {arm: json.loads(p.read_text()) for arm, p in experiment.build_datalists(args, tmp_path / "l").items()}
+    assert all(lists[arm] == {**lists[arm.removesuffix("_realistic")], "description": lists[arm]["description"]}
+               for arm in experiment.REALISTIC_ARMS)

@@ -66,3 +66,33 @@ def test_preview_resamples_when_asked(tmp_path, capsys):
     assert preview.main(args + ["--spacing", "3", "3", "3"]) == 0
     assert out.stat().st_size > 10_000
     assert "spacing" not in capsys.readouterr().err
+
+
+def test_html_shows_the_healthy_case_beside_its_synthetic_tumors(tmp_path, capsys):
+    import json
+
+    import nibabel as nib
+    from scipy import ndimage
+
+    from labelfree.evaluation import html_report
+
+    img_path, lab_path = write_case(tmp_path)
+    folder = tmp_path / "html"
+    args = ["--image", str(img_path), "--label", str(lab_path), "--out", str(tmp_path / "p.png"), "--type", "large",
+            "--seed", "3", "--html", str(folder)]
+    assert preview.main(args) == 0
+    assert f"wrote {folder / 'index.html'}" in capsys.readouterr().out
+    page = (folder / "index.html").read_text()
+    assert "LF.caseLoaded" in page and "http://" not in page  # the viewer inlined, nothing fetched
+    text = (folder / "cases" / "case_000.js").read_text()
+    data = json.loads(text[text.index(",") + 1:text.rindex(")")])
+    assert [p["title"] for p in data["panels"]] == ["healthy", "with synthetic tumors"]
+    healthy = html_report.decode_volume(data["panels"][0]["data"], data["shape"])
+    painted = html_report.decode_volume(data["panels"][1]["data"], data["shape"])
+    labels = html_report.decode_volume(data["layers"][0]["data"], data["shape"])
+    source = np.asarray(nib.load(img_path).dataobj)  # RAS already: the stored grid is the file's
+    np.testing.assert_array_equal(healthy, html_report.hu_to_codes(source))
+    assert (labels == 2).any() and (painted != healthy)[labels == 2].mean() > 0.5  # tumors painted where outlined
+    assert (painted == healthy)[labels == 0].all()
+    assert data["lesions"] and all(e["status"] == "synthetic" for e in data["lesions"])
+    assert len(data["lesions"]) == ndimage.label(labels == 2, structure=np.ones((3, 3, 3)))[1]  # one per tumor

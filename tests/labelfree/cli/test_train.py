@@ -308,7 +308,7 @@ def test_torchrun_two_ranks_train_on_different_cases(tmp_path):
 def validate_single_process(root, state_dict):
     from monai.losses import DiceCELoss
 
-    from labelfree.inference.roi import build_inferer
+    from labelfree.inference.roi import DEFAULT_ROI_MODE, build_inferer
 
     from labelfree.networks import build_model
     from labelfree.training.trainer import Trainer, TrainerConfig
@@ -324,7 +324,7 @@ def validate_single_process(root, state_dict):
     val_loader = build_val_loader(items, get_transforms("val", a_min=-21, a_max=189, space=(3, 3, 3)), 0, ctx)
     trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0), None,
                       DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=True, smooth_nr=0, smooth_dr=1e-6),
-                      None, val_loader, build_inferer((32, 32, 32), 0.5, 1, "body", (-21, 189), "cpu"), ctx,
+                      None, val_loader, build_inferer((32, 32, 32), 0.5, 1, DEFAULT_ROI_MODE, (-21, 189), "cpu"), ctx,
                       TrainerConfig(max_epochs=1, val_every=1, class_tags=["val_liver_dice", "val_tumor_dice"]))
     return trainer.validate(epoch=0)
 
@@ -364,3 +364,39 @@ def test_class_tags_follow_the_organ_profile():
     assert RunSettings.create("liver").class_tags == ["val_liver_dice", "val_tumor_dice"]  # the original's tags
     assert RunSettings.create("liver", num_classes=4).class_tags == ["val_class1_dice", "val_class2_dice",
                                                                       "val_class3_dice"]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_the_earlier_one_survives(tmp_path):
+    from labelfree.io.checkpoint import save_checkpoint
+    from tests.helpers.file_limits import run_with_file_size_limit
+
+    make_root(tmp_path / "root", n_train=1, n_val=0, shape=(32, 32, 32))
+    logdir = tmp_path / "run"
+    earlier = {"epoch": 6, "best_acc": 0.5, "state_dict": {"w": torch.arange(5.0)}}
+    final = save_checkpoint(logdir / "model_final.pt", **earlier)
+    before = final.read_bytes()
+    # The UNet's weights alone take ~19 MB: its checkpoint cannot be written under 8 MB.
+    result = run_with_file_size_limit(
+        ["main.py", *data_flags(tmp_path / "root"), "--logdir", str(logdir), "--save_checkpoint", "--max_epochs", "1",
+         "--max_steps_per_epoch", "1", *SMALL, "--device", "cpu"], n_bytes=8 * 2**20)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert errors == [f"error: cannot write {final}: File too large; the earlier file is kept unchanged; epoch 0 is "
+                      f"not saved (make room, then continue from {final} with the same command and --resume)"]
+    assert final.read_bytes() == before
+    loaded = torch.load(final, weights_only=True)
+    assert loaded["epoch"] == 6 and torch.equal(loaded["state_dict"]["w"], earlier["state_dict"]["w"])
+    assert not [p.name for p in logdir.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_logdir_that_cannot_be_created_is_refused_before_the_datalist_is_read(tmp_path, capsys):
+    (tmp_path / "runs").write_text("a file")
+    datalist = tmp_path / "list.json"  # its images do not exist: the folder is checked first
+    datalist.write_text(json.dumps({"training": [{"image": "img/absent.nii.gz", "label": "label/absent.nii.gz"}]}))
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(["--json_dir", str(datalist), "--train_dir", str(tmp_path), "--logdir",
+                        str(tmp_path / "runs" / "x"), *SMALL])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (f"error: --logdir {tmp_path / 'runs' / 'x'}: cannot create folder: its parent "
+                                       f"{tmp_path / 'runs'} is a file\n")

@@ -296,3 +296,34 @@ def test_phantom_train_one_epoch_then_the_original_validation_command(tmp_path):
     assert summary["settings"]["roi"] == [32, 32, 32] and summary["settings"]["space_mm"] == [6.0, 6.0, 6.0]
     assert summary["metrics"]["tumor_dice"]["n"] == 2
     assert "liver_dice" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_prediction_that_cannot_be_written_is_one_line_and_leaves_no_partial_file(tmp_path):
+    from tests.helpers.file_limits import run_with_file_size_limit
+
+    # a: 8^3 voxels, its prediction ~0.1 kB; b: 64 x 64 x 48 voxels, its prediction > 0.9 kB even if all 0.
+    for name, shape in (("a", (8, 8, 8)), ("b", (64, 64, 48))):
+        _save(tmp_path / "scans" / f"{name}.nii.gz", np.full(shape, -100, np.int16), np.eye(4))
+    ckpt = _checkpoint(tmp_path / "run" / "model.pt")
+    result = run_with_file_size_limit(
+        ["validation.py", "--images", str(tmp_path / "scans"), "--checkpoint", str(ckpt), "--save_dir",
+         str(tmp_path / "outs"), "--workers", "0", "--device", "cpu", "--no_report"], n_bytes=512)
+    pred_dir = tmp_path / "outs" / "run" / "0.5" / "pred"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert errors == [f"error: cannot write {pred_dir / 'b.nii.gz'}: File too large"]
+    assert sorted(p.name for p in pred_dir.iterdir()) == ["a.nii.gz"]  # no partial b, no temporary file
+    assert nib.load(pred_dir / "a.nii.gz").get_fdata().shape == (8, 8, 8)  # the earlier prediction is whole
+
+
+def test_a_save_dir_that_cannot_be_created_is_refused_before_any_scan_is_read(tmp_path, capsys):
+    (tmp_path / "outs").write_text("a file")
+    datalist = tmp_path / "fold.json"  # its scans do not exist: the folder is checked first
+    datalist.write_text(json.dumps({"validation": [{"image": "img/x.nii.gz", "label": "label/x.nii.gz"}]}))
+    argv = ["--val_dir", str(tmp_path), "--json_dir", str(datalist), "--checkpoint", str(tmp_path / "run" / "model.pt"),
+            "--save_dir", str(tmp_path / "outs")]
+    assert validation.cli(argv) == 2
+    pred = tmp_path / "outs" / "run" / "0.5" / "pred"
+    assert capsys.readouterr().err == (f"error: --save_dir {pred}: cannot create folder: its parent "
+                                       f"{tmp_path / 'outs'} is a file\n")

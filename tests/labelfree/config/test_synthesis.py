@@ -25,6 +25,8 @@ def data_root(tmp_path_factory):
     (["--syn", "--synthesis", "growth", "--organ", "lung"], "the growth model has no rules for organ 'lung'"),
     (["--syn_device", "cuda"], "--syn_device cuda moves synthesis to the GPU: it needs --syn"),
     (["--syn", "--syn_device", "cuda", "--device", "cpu"], "--syn_device cuda needs a CUDA training device"),
+    (["--syn_preset", "realistic"], "--syn_preset realistic chooses how synthetic tumors look: it needs --syn"),
+    (["--syn", "--syn_preset", "realistic", "--organ", "pancreas"], "organ 'pancreas' has no 'realistic'"),
 ])
 def test_inconsistent_synthesis_flags_are_refused(data_root, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -70,3 +72,12 @@ def test_growth_synthesis_on_the_gpu_in_the_training_step(data_root, tmp_path):
                     "--device", "cuda", *SMALL, "--max_epochs", "1", "--val_every", "1", "--logdir", str(logdir),
                     "--save_checkpoint"])
     assert (logdir / "model_final.pt").is_file()
+
+
+
+def test_the_preset_flag_reaches_the_transform(data_root):
+    _, _, default = _loader(data_root, [])
+    assert default.preset == "original"
+    args, _, realistic = _loader(data_root, ["--syn_preset", "realistic"])
+    assert realistic.preset == "realistic" and realistic.profile.label_visible_edge == 0.5
+    assert vars(args)["syn_preset"] == "realistic"

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("itk", reason="the NRRD/DICOM readers need the [formats] extra (itk-io)")
 pytest.importorskip("pydicom", reason="the DICOM tags are read independently with pydicom")
 
 import nibabel as nib  # noqa: E402

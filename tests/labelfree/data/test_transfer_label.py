@@ -363,3 +363,21 @@ def test_phantom_root_labels_are_reproduced_and_lungs_extracted(phantom_root, tm
     mask = extract_lung_mask(image)
     dice = 2 * (mask & (lungs == 1)).sum() / (mask.sum() + (lungs == 1).sum())
     assert dice > 0.95
+
+
+def test_a_source_whose_header_no_scan_can_have_is_reported_and_not_written(tmp_path, capsys):
+    root = tmp_path / "root"
+    save(root / "01_Multi-Atlas_Labeling/label/label0001.nii.gz", box(value=6))
+    save(root / "01_Multi-Atlas_Labeling/img/img0001.nii.gz", ct(1), dtype=np.int16)
+    flat = nib.Nifti1Image(box(value=6), None)
+    flat.header["pixdim"][1:4] = (1.0, 1.0, 0.0)  # stored slice spacing 0 (nibabel would read 1 mm)
+    bad = root / "01_Multi-Atlas_Labeling/label/label0002.nii.gz"
+    nib.save(flat, str(bad))
+    save(root / "01_Multi-Atlas_Labeling/img/img0002.nii.gz", ct(2), dtype=np.int16)
+
+    assert transfer_label.main(["--data_path", str(root)]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert f"{bad}: impossible voxel grid (voxel spacing (1, 1, 0) mm" in captured.out
+    assert (root / "label/multi-atlas-label0001.nii.gz").is_file()
+    assert not (root / "label/multi-atlas-label0002.nii.gz").exists()

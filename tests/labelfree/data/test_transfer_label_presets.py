@@ -13,11 +13,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-pytest.importorskip("itk", reason="LNDb's MetaImage files need the [formats] extra (itk-io)")
-
-from tests.format_writers import metaimage_world_ras, world_of, write_metaimage  # noqa: E402
-from tests.helpers.volumes import chest_phantom, save  # noqa: E402
-from labelfree.data import transfer_label  # noqa: E402
+from labelfree.data import transfer_label
+from tests.format_writers import metaimage_world_ras, world_of, write_metaimage
+from tests.helpers.volumes import chest_phantom, save
 
 AFFINE = np.diag([1.5, 1.5, 5.0, 1.0])
 

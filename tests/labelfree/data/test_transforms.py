@@ -1,5 +1,6 @@
 """labelfree.data.transforms: the one pipeline factory (order, geometry, intensities, cache split, inversion)."""
 
+import copy
 import importlib.util
 
 import nibabel as nib
@@ -190,11 +191,49 @@ def test_cache_boundary_with_synthesis():
     from tumor_synthesis import TumorGenerated
 
     full = get_transforms("train", a_min=A_MIN, a_max=A_MAX, roi_size=(32, 32, 32), syn=True)
+    from tumor_synthesis.case_transform import TumorCaseDatad
+
     stages = split_at_cache_boundary(full)
-    assert isinstance(stages.cached.transforms[-2], Spacingd)
+    assert isinstance(stages.cached.transforms[-4], Spacingd)
+    # The padding and the per-case facts of the synthesis are cached, on exactly the arrays it paints.
+    assert isinstance(stages.cached.transforms[-2], SpatialPadd)
+    assert isinstance(stages.cached.transforms[-1], TumorCaseDatad)
     assert isinstance(stages.per_draw.transforms[0], TumorGenerated)  # right after the cache, in HU
     assert isinstance(stages.per_draw.transforms[1], ScaleIntensityRanged)
-    assert isinstance(stages.per_draw.transforms[2], SpatialPadd)
+    assert isinstance(stages.per_draw.transforms[2], RandCropByPosNegLabeld)
+
+
+@pytest.mark.skipif(not has_synthesis, reason="tumor_synthesis is not available yet")
+def test_synthesis_pipeline_draws_the_samples_of_the_original_order(tmp_path):
+    """Padding and case facts cached before the synthesis: the same patches as the original order
+    (synthesis, scaling, padding, crop) on a scan thinner than the patch."""
+    from monai.transforms import Compose
+    from tumor_synthesis.case_data import CASE_DATA_KEY
+
+    from labelfree.phantom import generate_case
+
+    case = generate_case("abdomen", seed=2, spacing=(4.0, 4.0, 4.0))
+    paths = {}
+    for key, data in (("image", case.image), ("label", case.label)):
+        paths[key] = str(tmp_path / f"{key}.nii.gz")
+        nib.save(nib.Nifti1Image(data, case.affine), paths[key])
+    roi = (32, 32, max(case.image.shape[2] + 6, 32))  # thicker than the scan: padding matters
+    ours = get_transforms("train", a_min=A_MIN, a_max=A_MAX, space=(4.0, 4.0, 4.0), roi_size=roi, syn=True,
+                          syn_prob=1.0)
+    steps = list(ours.transforms)
+    names = [type(t).__name__ for t in steps]
+    pad, case_data = steps[names.index("SpatialPadd")], steps[names.index("TumorCaseDatad")]
+    rest = [t for t in steps if t is not pad and t is not case_data]
+    scale = names.index("ScaleIntensityRanged") - 2  # its index in ``rest``
+    original = Compose(rest[: scale + 1] + [pad] + rest[scale + 1:])  # synthesis, scaling, padding, crop
+    cached = Compose(steps[: names.index("TumorCaseDatad") + 1])(dict(paths))
+    assert CASE_DATA_KEY in cached
+    for seed in range(3):
+        # A deep copy per draw, as CacheDataset hands cached samples over (synthesis paints in place).
+        a = split_at_cache_boundary(ours).per_draw.set_random_state(seed)(copy.deepcopy(cached))[0]
+        b = original.set_random_state(seed)(dict(paths))[0]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+        assert CASE_DATA_KEY not in a
 
 
 @pytest.mark.skipif(not has_synthesis, reason="tumor_synthesis is not available yet")

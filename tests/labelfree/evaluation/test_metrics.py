@@ -5,7 +5,13 @@ import pytest
 import surface_distance
 from scipy import ndimage
 
-from labelfree.evaluation.metrics import case_metrics, dice, normalized_surface_dice, overlap_metrics
+from labelfree.evaluation.metrics import (
+    case_metrics,
+    dice,
+    empty_both_score,
+    normalized_surface_dice,
+    overlap_metrics,
+)
 
 from labelfree.masks import bounding_box
 
@@ -53,6 +59,39 @@ def test_empty_masks_follow_the_convention(metric):
     assert score(empty, empty) == 1.0
     assert score(full, empty) == 0.0
     assert score(empty, full) == 0.0
+
+
+@pytest.mark.parametrize("convention", ["nan", "one"])
+def test_two_empty_masks_score_as_the_chosen_convention_and_the_rest_does_not_change(convention):
+    empty_both = empty_both_score(convention)
+    empty = np.zeros((10, 10, 10), dtype=bool)
+    ref = _cube((10, 10, 10), (3, 3, 3), (4, 3, 3))
+    pred = _cube((10, 10, 10), (4, 3, 3), (4, 3, 3))
+    both_empty = overlap_metrics(empty, empty, (1.0, 1.0, 2.0), 2.0, empty_both)
+    # The original's numbers for two empty masks: its Dice 0/0 and surface-distance's NSD are NaN.
+    with np.errstate(invalid="ignore"):
+        original_dice = 2.0 * np.sum(empty & empty) / (np.sum(empty) + np.sum(empty))
+        original_nsd = _package_nsd(empty, empty, (1.0, 1.0, 2.0), 2.0)
+    assert np.isnan(original_dice) and np.isnan(original_nsd)
+    if convention == "nan":
+        assert np.isnan(both_empty["dice"]) and np.isnan(both_empty["nsd"])
+        assert np.isnan(dice(empty, empty, empty_both))
+    else:
+        assert both_empty == {"dice": 1.0, "nsd": 1.0}
+    # Exactly one empty: 0 under both; two non-empty masks: the same numbers as ever.
+    assert overlap_metrics(ref, empty, (1.0, 1.0, 2.0), 2.0, empty_both) == {"dice": 0.0, "nsd": 0.0}
+    scores = overlap_metrics(pred, ref, (1.0, 1.0, 2.0), 0.5, empty_both)
+    assert scores["dice"] == pytest.approx(2 * 27 / 72)  # 3 of 4 slabs of 3x3 overlap, by hand
+    assert scores["nsd"] == pytest.approx(_package_nsd(pred, ref, (1.0, 1.0, 2.0), 0.5), abs=1e-12)
+    assert 0.0 < scores["nsd"] < 1.0
+    regions = case_metrics(np.zeros((10, 10, 10), np.uint8), np.zeros((10, 10, 10), np.uint8), (1.0, 1.0, 1.0),
+                           {"liver": (1, 2), "tumor": (2,)}, 2.0, empty_both)
+    assert all((np.isnan(v) if convention == "nan" else v == 1.0) for v in regions.values())
+
+
+def test_an_unknown_empty_mask_convention_is_refused():
+    with pytest.raises(ValueError, match="expected one of"):
+        empty_both_score("zero")
 
 
 def test_overlap_metrics_on_empty_pair_is_one_and_never_nan():

@@ -2,15 +2,19 @@
 
 Scans are written by hand (``format_writers``: NRRD and MetaImage text headers + raw bytes,
 DICOM slices through pydicom) with oblique, asymmetric directions, then read by the
-project's reader (MONAI's ITKReader for the non-NIfTI formats). The expected world position
+project's reader (SimpleITK for the non-NIfTI formats). The expected world position
 of each voxel comes from the header fields the test wrote, parsed back from the file:
-never from ITK. Predictions written by ``validation.py`` must put each voxel at the same
+never from SimpleITK or ITK. Predictions written by ``validation.py`` must put each voxel at the same
 world point, and labels in one format must score against images in another.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -18,7 +22,6 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-pytest.importorskip("itk", reason="the NRRD/MetaImage/DICOM readers need the [formats] extra (itk-io)")
 
 from tests.format_writers import (  # noqa: E402
     LPS_TO_RAS,
@@ -45,6 +48,7 @@ ROTATION = Rotation.from_euler("xyz", [12, -8, 27], degrees=True).as_matrix()  #
 ORIGIN_LPS = np.array([-40.0, 25.0, -310.0])
 WINDOW = (-21.0, 189.0)
 LIVER_PAIRS = RunSettings.create("liver").label_pairs
+REPO = Path(__file__).resolve().parents[3]
 
 
 def block_volumes():
@@ -192,7 +196,8 @@ def test_unsupported_missing_and_empty_inputs_name_the_file(tmp_path):
               "space directions: none (1,0,0) (0,1,0) (0,0,1)\nkinds: list domain domain domain\n"
               "endian: little\nencoding: raw\nspace origin: (0,0,0)\n\n")
     (tmp_path / "layers.seg.nrrd").write_bytes(header.encode() + four_d.tobytes(order="F"))
-    with pytest.raises(readers.ReaderError, match=r"layers\.seg\.nrrd: unreadable.*export a label map"):
+    with pytest.raises(readers.ReaderError,
+                       match=r"layers\.seg\.nrrd: expected a 3D volume, got shape \(4, 4, 4, 2\).*export a label map"):
         readers.read_volume(tmp_path / "layers.seg.nrrd")
 
 
@@ -219,3 +224,72 @@ def test_validation_images_folder_accepts_every_format(tmp_path):
     cases = validation.collect_cases(args)
     assert [c["name"] for c in cases] == ["a", "b", "c"]
     json.dumps(cases)  # plain strings: a DataLoader worker can take them
+
+
+def write_nifti_header(path, pixdim=(1.1, 0.9, 2.5), sform=None) -> str:
+    """A NIfTI whose stored header holds ``pixdim[1:4]`` and ``sform`` as given (nibabel repairs them on load)."""
+    image = nib.Nifti1Image(np.zeros(SHAPE, np.int16), None)
+    image.header["pixdim"][1:4] = pixdim  # after the constructor, which repairs the header it is given
+    if sform is not None:
+        image.header.set_sform(sform, code=2)
+    nib.save(image, str(path))
+    return str(path)
+
+
+COLLINEAR = np.array([[1.0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 1]])  # third voxel axis: no direction
+
+
+@pytest.mark.parametrize("pixdim, sform, reason", [
+    ((1.1, 0.9, 0.0), None, r"voxel spacing \(1\.1, 0\.9, 0\) mm as the file states it: 0 along axis 2"),
+    ((1.1, -0.9, 2.5), None, r"negative along axis 1"),
+    ((1.1, np.nan, 2.5), None, r"NaN along axis 1"),
+    ((np.inf, 0.9, 2.5), None, r"infinite along axis 0"),
+    ((1.0, 1.0, 1.0), COLLINEAR, r"singular affine"),
+])
+def test_a_nifti_header_no_scan_can_have_is_refused_naming_the_file(tmp_path, pixdim, sform, reason):
+    path = write_nifti_header(tmp_path / "bad.nii.gz", pixdim, sform)
+    for read in (readers.read_header, readers.read_volume, readers.read_geometry):
+        with pytest.raises(readers.ImpossibleGeometryError, match=rf"bad\.nii\.gz: impossible voxel grid \(.*{reason}"):
+            read(path)
+
+
+def test_the_stored_pixdim_is_checked_not_nibabels_repaired_one(tmp_path):
+    path = write_nifti_header(tmp_path / "flat.nii.gz", (1.1, 0.9, 0.0))
+    assert nib.load(path).header.get_zooms() == pytest.approx((1.1, 0.9, 1.0))  # nibabel: 0 -> 1, a log line
+    with pytest.raises(readers.ImpossibleGeometryError, match="0 along axis 2"):
+        readers.read_header(path)
+
+
+def test_itk_headers_no_scan_can_have_are_refused_naming_the_file(tmp_path):
+    image, _ = block_volumes()
+    cases = {
+        "zero.mhd": lambda p: write_metaimage(p, image, np.eye(3), ORIGIN_LPS, (1.0, 1.0, 0.0), "zero.raw"),
+        # ITK itself would read a negative spacing as its absolute value, without a word.
+        "negative.mha": lambda p: write_metaimage(p, image, np.eye(3), ORIGIN_LPS, (1.0, -1.0, 2.0)),
+        "flat.nrrd": lambda p: write_nrrd(p, image, np.diag([1.0, 1.0, 0.0]), ORIGIN_LPS),
+    }
+    for name, write in cases.items():
+        write(tmp_path / name)
+        for read in (readers.read_header, readers.read_volume):
+            with pytest.raises(readers.ImpossibleGeometryError, match=rf"{re.escape(name)}: impossible voxel grid"):
+                read(tmp_path / name)
+
+
+def test_a_dicom_series_with_two_slices_at_one_position_is_refused(tmp_path):
+    image, _ = block_volumes()
+    # Every slice at one position: ITK alone reads it with a slice spacing of 1 mm.
+    path = write_dicom_series(tmp_path / "stacked", image.astype(float), (1, 0, 0), (0, 1, 0), (0.9, 1.1), 0.0,
+                              ORIGIN_LPS)
+    with pytest.raises(readers.ImpossibleGeometryError, match=r"stacked: impossible voxel grid .*0 along axis 2"):
+        readers.read_volume(path)
+
+
+def test_reading_any_format_imports_neither_torch_nor_monai(tmp_path):
+    image, _ = block_volumes()
+    paths = [str(write_scan(tmp_path, fmt, image, name=fmt)[0]) for fmt in ("nrrd", "mhd", "dicom", "nifti")]
+    code = ("import sys; from labelfree.io import readers\n"
+            f"for p in {paths!r}: readers.read_volume(p); readers.read_geometry(p)\n"
+            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

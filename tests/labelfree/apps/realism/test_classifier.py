@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from labelfree.apps.realism.classifier import case_folds, machine_turing_test, match_size_bins, roc_auc
+from labelfree.apps.realism.classifier import (bootstrap_auc, case_folds, fold_groups, machine_turing_test,
+                                               match_size_bins, roc_auc)
 
 
 def test_roc_auc_against_pair_counting():
@@ -71,7 +72,46 @@ def test_bright_and_dark_lesions_are_told_apart():
     assert result == turing(100.0, -100.0)  # seeded: the same folds, weights and flips
 
 
-def test_too_few_cases():
-    crops = np.zeros((4, 8, 8, 8), np.float32)
+def test_too_few_lesions():
+    crops = np.zeros((3, 8, 8, 8), np.float32)
     with pytest.raises(ValueError, match="at least two"):
-        machine_turing_test(crops, [0, 0, 1, 1], ["a", "a", "b", "b"])
+        machine_turing_test(crops, [0, 0, 1], ["a", "a", "b"])
+
+
+def test_a_kind_from_one_case_is_folded_by_lesion_and_the_other_kind_still_by_case():
+    labels = np.array([0] * 6 + [1] * 6)
+    groups = np.array(["real:a"] * 6 + ["syn:x", "syn:x", "syn:y", "syn:y", "syn:z", "syn:z"])
+    units, unit = fold_groups(groups, labels)
+    assert unit == {"real": "lesion", "synthetic": "case"}
+    assert len(set(units[:6])) == 6 and list(units[6:]) == list(groups[6:])
+    fold = case_folds(units, labels, 3, np.random.default_rng(0))
+    for name in ("syn:x", "syn:y", "syn:z"):  # a synthetic case is never split
+        assert len(set(fold[groups == name])) == 1
+    assert sorted(np.bincount(fold[:6])) == [2, 2, 2]  # the real case's lesions spread over the folds
+    # Two cases of each kind: folded by case, as before.
+    assert fold_groups(["a", "a", "b", "c", "d", "d"], [0, 0, 0, 1, 1, 1])[1] == {"real": "case", "synthetic": "case"}
+
+
+def test_bootstrap_interval_holds_the_auc_and_narrows_with_more_crops():
+    rng = np.random.default_rng(0)
+
+    def interval(n):
+        labels = np.r_[np.zeros(n, int), np.ones(n, int)]
+        scores = rng.normal(size=2 * n) + 0.8 * labels
+        fold = np.tile([0, 1], n)
+        auc = np.mean([roc_auc(scores[fold == k], labels[fold == k]) for k in (0, 1)])
+        ci = bootstrap_auc(scores, labels, fold, seed=1)
+        low, high = ci["auc_ci95"]
+        assert low <= auc <= high and ci["auc_pooled_ci95"][0] <= roc_auc(scores, labels) <= ci["auc_pooled_ci95"][1]
+        return high - low
+
+    assert interval(400) < 0.5 * interval(20)
+
+
+def test_one_case_per_kind_gives_an_auc_with_its_interval():
+    rng = np.random.default_rng(0)
+    crops = np.concatenate([rng.normal(0.3, 0.02, (8, 8, 8, 8)),
+                            rng.normal(0.7, 0.02, (8, 8, 8, 8))]).astype(np.float32)
+    result = machine_turing_test(crops, [0] * 8 + [1] * 8, ["a"] * 8 + ["b"] * 8, n_folds=2, epochs=3)
+    assert result["fold_unit"] == {"real": "lesion", "synthetic": "lesion"} and result["n_folds"] == 2
+    assert result["auc"] > 0.9 and result["auc_ci95"][0] <= result["auc"] <= result["auc_ci95"][1] <= 1.0

@@ -112,3 +112,56 @@ def test_clear_errors(root, tmp_path, capsys):
     assert main(["--real_json", str(bad), "--healthy_json", str(bad), "--data_dir", str(root), "--out",
                  str(tmp_path / "b")]) == 2
     assert "nowhere/img.nii.gz" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def one_real_case_root(tmp_path_factory):
+    """One real case holding 24 small balls (radius 2 voxels, -40 to -63 HU), two healthy cases."""
+    root = tmp_path_factory.mktemp("one_real_case")
+    image, label = organ_case(7)
+    grid = np.indices(SHAPE)
+    centres = [(x, y, z) for x in (11, 17, 23, 29) for y in (11, 17, 23, 29) for z in (10, 16, 22)
+               if label[x, y, z] == 1][:24]
+    assert len(centres) == 24
+    for k, centre in enumerate(centres):
+        ball = ((grid - np.array(centre)[:, None, None, None]) ** 2).sum(axis=0) <= 4
+        image[ball] -= 40 + k
+        label[ball] = 2
+    real = [{"image": "04_LiTS/img/liver_0.nii.gz", "label": "04_LiTS/label/liver_0.nii.gz"}]
+    save_nifti_atomic(image, AFFINE, root / real[0]["image"], dtype=np.int16)
+    save_nifti_atomic(label, AFFINE, root / real[0]["label"], dtype=np.uint8)
+    healthy = []
+    for i in range(2):
+        image, label = organ_case(200 + i)
+        entry = {"image": f"01_Multi-Atlas_Labeling/img/img{i + 1:04d}.nii.gz",
+                 "label": f"label/multi-atlas-label{i + 1:04d}.nii.gz"}
+        save_nifti_atomic(image, AFFINE, root / entry["image"], dtype=np.int16)
+        save_nifti_atomic(label, AFFINE, root / entry["label"], dtype=np.uint8)
+        healthy.append(entry)
+    write_json_atomic(root / "datafolds/healthy.json", {"training": healthy})
+    write_json_atomic(root / "datafolds/lits.json", {"training": real})
+    return root
+
+
+@pytest.mark.slow
+def test_one_real_case_with_many_lesions_gets_an_auc_with_its_interval_and_a_frechet_distance(one_real_case_root,
+                                                                                              tmp_path, capsys):
+    out = tmp_path / "out"
+    root = one_real_case_root
+    assert main(["--real_json", str(root / "datafolds/lits.json"), "--healthy_json",
+                 str(root / "datafolds/healthy.json"), "--data_dir", str(root), "--organ", "liver", "--out", str(out),
+                 "--space", str(SPACING), str(SPACING), str(SPACING), "--type_mix", "1", "0", "0", "0", "0",
+                 "--draws", "2", "--crop", "8", "--epochs", "1", "--folds", "3"]) == 0
+    result = json.loads((out / "realism.json").read_text())
+    assert result["counts"]["real_cases"] == 1 and result["counts"]["real_lesions"] == 24
+    turing = result["turing_test"]
+    assert "error" not in turing and 0.0 <= result["auc"] <= 1.0
+    low, high = turing["auc_ci95"]
+    assert 0.0 <= low <= high <= 1.0
+    # The real lesions come from one case: folded by lesion; the synthetic ones (two cases) by case.
+    assert turing["fold_unit"] == {"real": "lesion", "synthetic": "case"} and turing["n_folds"] == 2
+    fd = result["frechet"]
+    assert fd["n_real"] == 24 and fd["frechet"] >= 0.0 and fd["ci95"][0] <= fd["ci95"][1]
+    md = (out / "realism.md").read_text()
+    assert "folded by lesion" in md and "Fréchet distance" in md and "bootstrap 95 %" in md
+    assert "Frechet distance" in capsys.readouterr().out

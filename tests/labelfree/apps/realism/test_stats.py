@@ -164,3 +164,30 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="ring"):
         StatsConfig(ring_mm=0.0)
     assert lesion_statistics(np.zeros((4, 4, 4)), np.ones((4, 4, 4), np.uint8), 1, 2, (1, 1, 1))[0] == []
+
+
+def test_frechet_distance_equals_monai_and_counts_a_shift_in_real_sds():
+    import torch
+    from monai.metrics.fid import get_fid_score
+
+    from labelfree.apps.realism.stats import feature_matrix, frechet, frechet_distance
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 5)), rng.normal(size=(60, 5)) * 1.5 + 0.4
+    assert frechet(a, b) == pytest.approx(float(get_fid_score(torch.from_numpy(b), torch.from_numpy(a))), rel=1e-9)
+    names = ("difference_hu", "halo", "volume_ml")
+
+    def lesions(n, shift):
+        return [{"difference_hu": -50 + 10 * rng.normal() + shift, "halo": 0.05 + 0.02 * rng.normal(),
+                 "volume_ml": 10 ** rng.normal()} for _ in range(n)]
+
+    real = lesions(400, 0.0)
+    assert feature_matrix(real + [{"difference_hu": math.nan, "halo": 0.0, "volume_ml": 1.0}], names).shape == (400, 3)
+    same = frechet_distance(real, lesions(400, 0.0), names, n_boot=200)
+    shifted = frechet_distance(real, lesions(400, 20.0), names, n_boot=200)  # 2 real SDs on one statistic
+    assert same["frechet"] < 0.1 and same["ci95"][0] <= same["frechet"] <= same["ci95"][1]
+    assert shifted["frechet"] == pytest.approx(4.0, abs=0.6) and shifted["ci95"][0] > same["ci95"][1]
+    assert math.isnan(frechet_distance(real[:1], real, names)["frechet"])
+    # One faint lesion with an absurd ratio moves the distance by at most its clipped share.
+    outlier = lesions(399, 0.0) + [{"difference_hu": -50.0, "halo": 1e4, "volume_ml": 1.0}]
+    assert frechet_distance(real, outlier, names, n_boot=10)["frechet"] < 0.5
