@@ -21,6 +21,7 @@ import pytest
 
 from labelfree.cli import train as train_cli
 from labelfree.cli import validate as validation
+from tests.helpers.training import SMALL as TINY_TRAINING
 from tests.format_writers import (
     dicom_world_ras,
     metaimage_world_ras,
@@ -33,8 +34,7 @@ from tests.format_writers import (
 
 SHAPE = (48, 48, 32)
 SPACING = (3.0, 3.0, 3.0)
-SMALL = ["--roi_x", "32", "--roi_y", "32", "--roi_z", "32", "--space_x", "3", "--space_y", "3", "--space_z", "3",
-         "--workers", "0", "--warmup_epochs", "1", "--max_epochs", "1", "--val_every", "100", "--cache_num", "3"]
+SMALL = [*TINY_TRAINING, "--max_epochs", "1", "--val_every", "100", "--cache_num", "3"]
 
 
 def torso_case(seed: int):
