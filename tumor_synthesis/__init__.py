@@ -23,13 +23,18 @@ Below them, pure functions driven by a ``numpy.random.Generator``:
   pipeline's cached prefix, or on the fly;
 * :mod:`tumor_synthesis.texture`: the noise texture, drawn only where tumors are;
 * :mod:`tumor_synthesis.intensity`: edge blur and HU change;
+* :mod:`tumor_synthesis.separable`: Gaussian blur and trilinear resizing of a box as one
+  matrix product per axis (the edge blur of both models, the growth model's resampling);
 * :mod:`tumor_synthesis.organs`: organ profiles (window, labels, laws), as data: liver,
   lung (nodules), pancreas, kidney, and the multi-organ label convention;
 * :mod:`tumor_synthesis.engine`: one ellipsoid-model sample of one organ from all of the above;
 * :mod:`tumor_synthesis.growth`, :mod:`tumor_synthesis.growth_engine`: the growth model
   (a cellular automaton in torch, as Pixel2Cancer), ``TumorGenerated(synthesis="growth")``;
 * :mod:`tumor_synthesis.learned`: the learned tumor intensity (FreeTumor's generator), which
-  repaints the engine's tumor shapes.
+  repaints the engine's tumor shapes; :mod:`tumor_synthesis.diffusion`: the same job by a
+  diffusion model (rectified-flow inpainting on MONAI's ``DiffusionModelUNet``);
+* :mod:`tumor_synthesis.repaint`: either painter over one whole case, outside the training
+  step (the realism tool, offline datasets).
 
 The tools built on the engine need the training framework and live there;
 ``python -m tumor_synthesis.preview`` and ``python -m tumor_synthesis.realism`` dispatch to

@@ -76,7 +76,8 @@ def ellipsoid(radii_mm, spacing) -> tuple[np.ndarray, tuple[int, int, int], tupl
         coords.append(np.arange(num, dtype=np.float64) * step + start)
         origin.append(lo)
     x, y, z = coords
-    inside = 1.0 - (x[:, None, None] ** 2 + y[None, :, None] ** 2 + z[None, None, :] ** 2) > 0
+    # ``1 - s > 0`` is ``s < 1`` exactly in floating point; the in-plane sum is formed once.
+    inside = (x[:, None] ** 2 + y[None, :] ** 2)[:, :, None] + z[None, None, :] ** 2 < 1.0
     return inside, tuple(origin), full
 
 

@@ -9,13 +9,15 @@ Training (``mode="train"``), in order::
     LoadImaged (reader: labelfree.io.readers) -> EnsureChannelFirstd -> Orientationd("RAS")
     -> Spacingd(space; bilinear/nearest)
     -> label as uint8
-    [-> SpatialPadd(roi; image "minimum", label "constant")
-     -> TumorCaseDatad: the organ's box, placement slices, ... once per case   (only with syn=True)]
+    without syn: -> ScaleIntensityRanged(a_min..a_max HU -> 0..1, clip)
+                 -> SpatialPadd(roi; image "minimum", label "constant")
+    with syn:    -> SpatialPadd(roi; image "minimum", label "constant")
+                 -> TumorCaseDatad: the organ's box, placement slices, ... once per case
     ---------------------------------- cache boundary -----------------------------------------
-    [TumorGenerated (only with syn=True; works in HU)]
-    -> ScaleIntensityRanged(a_min..a_max HU -> 0..1, clip)
-    -> SpatialPadd(roi; image "minimum", label "constant")   (without syn; with syn it is cached)
-    -> RandCropByPosNegLabeld(roi, pos=1, neg=1, num_samples=1, image_threshold=0)
+    without syn: RandCropByPosNegLabeld(roi, pos=1, neg=1, num_samples=1, image_threshold=0)
+    with syn:    TumorGenerated (works in HU)
+                 -> RandCropByPosNegLabeld(..., image_threshold=a_min: the same patch, in HU)
+                 -> ScaleIntensityRanged on the patch
     -> RandFlipd (p 0.2) on each of the 3 axes -> RandRotate90d(p 0.2, max_k 3; only when roi_x == roi_y)
     -> RandScaleIntensityd(0.1, p 0.15) -> RandShiftIntensityd(0.1, p 0.15)
 
@@ -30,7 +32,10 @@ and a draw only touches its tumors' boxes. The padding to the patch size is cach
 with the image's minimum commutes with the (monotone, clipped) intensity scaling, and synthesis
 never paints the padding (label 0, the scan's lowest HU), so the samples are those of the
 original order, without a full copy of the volume on every draw of a scan thinner than the
-patch. Without ``syn`` the deterministic ``ScaleIntensityRanged`` and
+patch. The crop's background voxels are those above the window's lower end (scaled value
+above 0, i.e. HU above ``a_min``), so with ``syn`` the patch is cropped in HU and then
+scaled: voxelwise scaling commutes with the crop, and a draw scales one patch instead of the
+whole painted volume. Without ``syn`` the deterministic ``ScaleIntensityRanged`` and
 ``SpatialPadd`` are cached as well. MONAI's ``CacheDataset`` splits a flat ``Compose`` at
 exactly this place, so the full pipeline can be handed to it as it is.
 
@@ -175,23 +180,25 @@ def get_transforms(
         synthesis = [HealthyCopy(synthesis[0], keys=keys)]
         images, all_keys = (IMAGE_KEY, HEALTHY_IMAGE_KEY), keys + (HEALTHY_IMAGE_KEY, HEALTHY_LABEL_KEY)
     pad = SpatialPadd(keys=keys, spatial_size=roi_size, mode=("minimum", "constant"))
+    scale = [_scale_intensity(a_min, a_max, images)]
+    # The crop's background is the voxels above the window's lower end: 0 once scaled, a_min
+    # in HU. With synthesis the crop comes first and only the patch is scaled (voxelwise,
+    # so the same patch) instead of the whole painted volume on every draw.
+    threshold = a_min if syn else 0.0
+    crop = _tumor_centred_crop(all_keys, roi_size, organ, threshold) if tumor_centred else RandCropByPosNegLabeld(
+        keys=all_keys,
+        label_key=LABEL_KEY,
+        spatial_size=roi_size,
+        pos=1,
+        neg=1,
+        num_samples=1,
+        image_key=IMAGE_KEY,
+        image_threshold=threshold,
+    )
     return Compose(
         _load_and_resample(keys, space)
-        + ([pad] + case_data if syn else [])
-        + synthesis
-        + [_scale_intensity(a_min, a_max, images)]
-        + ([] if syn else [pad])
+        + ([pad] + case_data + synthesis + [crop] + scale if syn else scale + [pad, crop])
         + [
-            _tumor_centred_crop(all_keys, roi_size, organ) if tumor_centred else RandCropByPosNegLabeld(
-                keys=all_keys,
-                label_key=LABEL_KEY,
-                spatial_size=roi_size,
-                pos=1,
-                neg=1,
-                num_samples=1,
-                image_key=IMAGE_KEY,
-                image_threshold=0,
-            ),
             RandFlipd(keys=all_keys, prob=FLIP_PROB, spatial_axis=0),
             RandFlipd(keys=all_keys, prob=FLIP_PROB, spatial_axis=1),
             RandFlipd(keys=all_keys, prob=FLIP_PROB, spatial_axis=2),
@@ -222,7 +229,8 @@ def split_at_cache_boundary(pipeline: Compose) -> TrainStages:
     return TrainStages(cached=Compose(transforms[:boundary]), per_draw=Compose(transforms[boundary:]))
 
 
-def _tumor_centred_crop(keys: tuple[str, ...], roi_size: tuple[int, ...], organ: str) -> RandCropByLabelClassesd:
+def _tumor_centred_crop(keys: tuple[str, ...], roi_size: tuple[int, ...], organ: str,
+                        image_threshold: float) -> RandCropByLabelClassesd:
     from tumor_synthesis.organs import get_organ_profile
 
     profile = get_organ_profile(organ)
@@ -232,7 +240,7 @@ def _tumor_centred_crop(keys: tuple[str, ...], roi_size: tuple[int, ...], organ:
         ratios[tumor_label] = 0.9 / len(profile.label_pairs)
     return RandCropByLabelClassesd(keys=keys, label_key=LABEL_KEY, spatial_size=roi_size, ratios=ratios,
                                    num_classes=profile.num_classes, num_samples=1, image_key=IMAGE_KEY,
-                                   image_threshold=0, warn=False)
+                                   image_threshold=image_threshold, warn=False)
 
 
 def _load_and_resample(keys: tuple[str, ...], space: Sequence[float]) -> list:

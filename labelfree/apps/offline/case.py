@@ -10,26 +10,28 @@ makes a run resumable.
 
 The randomness of copy ``k`` of a case comes from one seed,
 ``SeedSequence(master_seed, spawn_key=(crc32(case name), k))``: the tumor type is drawn from
-a Generator of that seed and ``TumorGenerated.set_random_state(seed)`` draws the rest. The
-output does not depend on the number of workers, on the order of the datalist, or on
-which copies an interrupted run had already written.
+a Generator of that seed and ``TumorGenerated.set_random_state(seed)`` draws the rest (with
+``--synthesis gan`` / ``diffusion`` the ellipsoids, which the trained model then repaints, its
+diffusion noise drawn from a torch Generator of the same seed). The output does not depend on
+the number of workers, on the order of the datalist, or on which copies an interrupted run
+had already written.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from labelfree.evaluation.lesions import equivalent_sphere_radius_mm
-
-from labelfree.masks import label_components
 from labelfree.io.atomic import save_nifti_atomic, write_json_atomic
 from labelfree.io.readers import voxel_spacing
+from labelfree.masks import label_components
 
 #: Names of the files of one sample below the output root (nnU-Net v2 raw-data naming).
 IMAGES_DIR, LABELS_DIR, RECORDS_DIR = "imagesTr", "labelsTr", "records"
@@ -54,6 +56,9 @@ class Settings:
         copies: synthetic copies per healthy case.
         include_source: also write each source case unchanged (``<case>_src``).
         surface_rim_mm: organ tissue kept between a tumor and the organ surface (None: the profile's).
+        generator: ``synthesis`` gan / diffusion: the ``syn_train.py`` model file (absolute path)
+            that repaints the engine's ellipsoids; None otherwise.
+        steps: ``synthesis`` diffusion: sampling steps per painted window; None otherwise.
     """
 
     organ: str
@@ -64,6 +69,19 @@ class Settings:
     copies: int
     include_source: bool
     surface_rim_mm: float | None = None
+    generator: str | None = None
+    steps: int | None = None
+
+    def record(self) -> dict:
+        """The settings as stored (offline_config.json, lesions.json, a worker's job).
+
+        The trained model's fields only when one paints, so that a folder written before they
+        existed is still resumed.
+        """
+        record = asdict(self)
+        if self.generator is None:
+            del record["generator"], record["steps"]
+        return record
 
 
 def sample_seed(master_seed: int, case_name: str, copy: int) -> int:
@@ -104,7 +122,9 @@ def process_case(job: dict) -> list[dict]:
     """Write the missing samples of one source case; return the records of all its samples.
 
     Args:
-        job: ``{"root", "name", "image", "label", "settings" (a :class:`Settings` as dict)}``.
+        job: ``{"root", "name", "image", "label", "settings" (:meth:`Settings.record`), "device"}``;
+            ``device``: where the trained model of ``--synthesis gan`` / ``diffusion`` paints
+            (``"cpu"``, ``"cuda"``, ``"cuda:N"``).
 
     Returns:
         The records of the case's samples on disk (read back for samples a previous run
@@ -118,12 +138,13 @@ def process_case(job: dict) -> list[dict]:
     settings = Settings(**job["settings"])
     todo = [n for n in planned_names(name, settings) if not is_done(root, n)]
     if todo:
-        _write_samples(root, name, job["image"], job["label"], settings, set(todo))
+        _write_samples(root, name, job["image"], job["label"], settings, set(todo), job.get("device", "cpu"))
     return [json.loads(output_paths(root, n)["record"].read_text()) for n in planned_names(name, settings)
             if is_done(root, n)]
 
 
-def _write_samples(root: Path, name: str, image_path: str, label_path: str, settings: Settings, todo: set) -> None:
+def _write_samples(root: Path, name: str, image_path: str, label_path: str, settings: Settings, todo: set,
+                   device: str) -> None:
     from tumor_synthesis.organs import get_organ_profile
 
     profile = get_organ_profile(settings.organ)
@@ -148,24 +169,91 @@ def _write_samples(root: Path, name: str, image_path: str, label_path: str, sett
         if sample not in todo:
             continue
         seed = sample_seed(settings.seed, name, k)
-        data = {"image": image_ras[None].copy(), "label": label_ras[None].copy()}
         tumor_type = None  # multi-organ: each organ draws its own type from the sample's seed
         if settings.tumor_types:
             rng = np.random.default_rng(seed)
             tumor_type = settings.tumor_types[int(rng.choice(len(settings.tumor_types), p=settings.tumor_prob))]
-        out = build_transform(settings, tumor_type, spacing).set_random_state(seed=seed)(data)
-        painted_image, painted_label = from_ras(np.asarray(out["image"])[0]), from_ras(np.asarray(out["label"])[0])
+        painted_image, painted_label = paint_copy(settings, tumor_type, spacing, seed, image_ras[None], label_ras[None],
+                                                  device)
+        painted_image, painted_label = from_ras(painted_image[0]), from_ras(painted_label[0])
         _write_sample(root, sample, painted_image, painted_label, affine, image_dtype,
                       {**source, "kind": "synthetic", "copy": k, "seed": seed, "tumor_type": tumor_type,
                        "lesions": _lesions(painted_label, affine, profile)})
 
 
+def paint_copy(settings: Settings, tumor_type: str | None, spacing, seed: int, image: np.ndarray, label: np.ndarray,
+               device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic copy of a healthy case: its image (HU, float32) and label, both (1, H, W, D) in RAS order.
+
+    Drawn from ``seed`` alone. With ``--synthesis gan`` / ``diffusion`` the engine paints
+    ellipsoids and the trained model repaints them (:func:`tumor_synthesis.repaint.repaint_case`,
+    as the realism tool does), the diffusion noise from a torch Generator of ``seed``.
+
+    Args:
+        spacing: voxel size (mm) along the RAS axes.
+        image, label: the healthy case (left unchanged).
+        device: where the trained model paints.
+    """
+    out = build_transform(settings, tumor_type, spacing).set_random_state(seed=seed)(
+        {"image": image.copy(), "label": label.copy()})
+    if settings.generator is None:
+        return np.asarray(out["image"]), np.asarray(out["label"])
+    import torch
+
+    from tumor_synthesis.organs import get_organ_profile
+    from tumor_synthesis.repaint import repaint_case
+
+    profile = get_organ_profile(settings.organ)
+    model = painter(settings.generator, settings.synthesis, device)
+    painted_image, painted_label = repaint_case(model, image, label, out["image"], out["label"], profile.window,
+                                                [m.tumor_label for m in profile.members], settings.steps,
+                                                torch.Generator().manual_seed(int(seed)))
+    return painted_image.numpy(), painted_label.numpy()
+
+
+@functools.lru_cache(maxsize=1)
+def painter_state(path: str, synthesis: str):
+    """The checked model of a ``syn_train.py`` file (``read_generator``: kind, safety, weights), read once.
+
+    The entry point's checks and the painting in that same process (``--workers 0`` or ``1``)
+    share the read.
+
+    Raises:
+        OfflineError: the file is missing, unreadable, unsafe (a pickle naming code), not a
+            model file of ``syn_train.py``, or of the other kind than ``synthesis``.
+    """
+    from labelfree.io.checkpoint import CheckpointError
+    from labelfree.training.generator import read_generator
+
+    try:
+        return read_generator(path, synthesis=synthesis)
+    except CheckpointError as e:
+        raise OfflineError(str(e)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def painter(path: str, synthesis: str, device: str):
+    """The trained model of ``path`` on ``device``, in eval mode, built once per process.
+
+    A torch module would be pickled into every case's job to cross into the pool's spawned
+    workers; instead each worker builds its own at its first copy and keeps it.
+    """
+    import torch
+
+    return painter_state(path, synthesis).build(torch.device(device)).eval()
+
+
 def build_transform(settings: Settings, tumor_type: str | None, spacing):
-    """``TumorGenerated`` painting every call (prob 1) tumors of ``tumor_type`` with the run's organ and model."""
+    """``TumorGenerated`` painting every call (prob 1) tumors of ``tumor_type`` with the run's organ and model.
+
+    ``--synthesis gan`` / ``diffusion``: the ellipsoid model, whose tumors the trained model
+    repaints (:func:`paint_copy`).
+    """
+    from labelfree.config.synthesis import LEARNED_SYNTHESIS
     from tumor_synthesis import TumorGenerated
 
     kwargs = {}
-    if settings.synthesis != "ellipsoid":
+    if settings.synthesis not in ("ellipsoid",) + LEARNED_SYNTHESIS:
         # Passed only when asked for, so that this also runs with engines that have one model.
         kwargs["synthesis"] = settings.synthesis
     tumor_prob = None
@@ -213,6 +301,17 @@ def _check_label_values(label: np.ndarray, profile, label_path: str) -> None:
                            f"{dict(enumerate(profile.class_names))} (convert it first, e.g. labelfree-transfer-label)")
 
 
+def ras_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size (mm) along the R, A and S axes of a file's grid (the engine's axis order, and the
+    order of a trained model's ``--space_x/y/z``)."""
+    import nibabel as nib
+
+    to_ras_ornt = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+                                                  nib.orientations.axcodes2ornt("RAS"))
+    zooms = voxel_spacing(affine)
+    return tuple(float(zooms[int(np.flatnonzero(to_ras_ornt[:, 0] == axis)[0])]) for axis in range(3))
+
+
 def _ras_reorientation(affine: np.ndarray):
     """Functions mapping an array of the file's axis order to RAS and back, and the RAS spacing (mm)."""
     import nibabel as nib
@@ -220,8 +319,7 @@ def _ras_reorientation(affine: np.ndarray):
     ornt = nib.orientations.io_orientation(affine)
     to_ras_ornt = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("RAS"))
     back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), ornt)
-    zooms = voxel_spacing(affine)
-    spacing = tuple(float(zooms[int(np.flatnonzero(to_ras_ornt[:, 0] == axis)[0])]) for axis in range(3))
+    spacing = ras_spacing(affine)
 
     def to_ras(a):
         return np.ascontiguousarray(nib.orientations.apply_orientation(a, to_ras_ornt))

@@ -28,6 +28,12 @@ Writes, in ``--out`` (or in ``--out/DatasetNNN_Name`` with ``--nnunet_dataset``,
 * ``offline_config.json``: the run's settings and source cases; a run with other settings
   into the same folder is refused instead of mixing two datasets.
 
+``--synthesis gan`` / ``diffusion`` paint as ``main.py`` and the realism tool do: the ellipsoid
+engine draws the tumors, the trained model of ``--syn_generator`` (``syn_train.py``'s
+generator.pt / diffusion.pt) repaints them, inside the organ only. The model is read and
+checked before anything is written: its organ, window and voxel size must be the run's, and
+the cases are painted at their own voxel size, so they must have the one it was trained at.
+
 The paper (Hu et al., CVPR 2023) found tumors generated offline once clearly worse than
 tumors drawn afresh on the fly (tumor Dice 43.5 vs 52.9): use this for frameworks that
 cannot synthesise during training, and the on-the-fly paths (``main.py --syn``, or the
@@ -43,12 +49,11 @@ import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict
 from pathlib import Path
 
+from labelfree.apps.offline.case import OfflineError, Settings, process_case
 from labelfree.io.atomic import write_json_atomic
 from labelfree.io.output_dir import check_output_dir
-from labelfree.apps.offline.case import OfflineError, Settings, process_case
 from labelfree.runtime.cli_errors import exits_on
 
 CONFIG_NAME = "offline_config.json"
@@ -67,7 +72,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     syn = parser.add_argument_group("synthesis")
     syn.add_argument("--organ", default="liver", choices=organ_names(), help="organ profile of the synthesis")
     syn.add_argument("--synthesis", default="ellipsoid",
-                     help="synthesis model of the engine (passed to TumorGenerated when not the default)")
+                     help="synthesis model of the engine (passed to TumorGenerated when not the default); gan / "
+                          "diffusion: the ellipsoids repainted by --syn_generator, as main.py --synthesis gan / "
+                          "diffusion does")
+    syn.add_argument("--syn_generator", default=None, metavar="PATH",
+                     help="with --synthesis gan or diffusion: the generator.pt / diffusion.pt of syn_train.py (its "
+                          "organ, window and spacing must be this run's: the cases are painted at their own voxel "
+                          "size, which must be the one it was trained at)")
+    syn.add_argument("--syn_steps", type=int, default=None,
+                     help="with --synthesis diffusion: sampling steps (default: the model file's)")
     syn.add_argument("--tumor_prob", type=float, nargs="+", default=None,
                      help="probability of each tumor type of the organ profile (liver: tiny small medium large "
                           "mix); default: the profile's")
@@ -88,6 +101,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                      help="processes painting cases in parallel (the output does not depend on it)")
+    run.add_argument("--device", default="cpu",
+                     help="device the trained model of --synthesis gan / diffusion paints on: cpu, cuda, cuda:N")
     run.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 
@@ -116,11 +131,94 @@ def resolve_settings(args: argparse.Namespace) -> Settings:
         prob = tuple(p / total for p in prob)
     if args.syn_rim_mm is not None and not args.syn_rim_mm >= 0:
         raise OfflineError(f"--syn_rim_mm must be >= 0 mm, got {args.syn_rim_mm}")
+    generator, steps = learned_model(args, profile)
     settings = Settings(organ=profile.name, synthesis=str(args.synthesis), tumor_types=types, tumor_prob=prob,
                     seed=int(args.seed), copies=int(args.copies), include_source=bool(args.include_source),
-                    surface_rim_mm=args.syn_rim_mm)
+                    surface_rim_mm=args.syn_rim_mm, generator=generator, steps=steps)
     check_synthesis_model(settings)
     return settings
+
+
+def learned_model(args: argparse.Namespace, profile) -> tuple[str | None, int | None]:
+    """The checked ``--syn_generator`` (absolute path) and sampling steps of ``--synthesis gan`` / ``diffusion``.
+
+    Reads the model file (its kind, safety, organ and window; its voxel size is checked against
+    the cases by :func:`check_painter_spacing`). The messages are the realism tool's.
+
+    Returns:
+        ``(path, steps)``: steps ``--syn_steps`` or the model file's default for the diffusion
+        model, None for the generator; ``(None, None)`` for the engine's own models.
+    """
+    from labelfree.apps.offline.case import painter_state
+    from labelfree.config.synthesis import LEARNED_SYNTHESIS
+    from labelfree.training.generator import crop_mismatches
+
+    if args.synthesis not in LEARNED_SYNTHESIS:
+        if args.syn_generator is not None:
+            raise OfflineError("--syn_generator is the learned model's weights: it needs --synthesis gan or diffusion")
+        if args.syn_steps is not None:
+            raise OfflineError("--syn_steps is the diffusion model's sampling steps: it needs --synthesis diffusion")
+        return None, None
+    if args.syn_generator is None:
+        raise OfflineError(f"--synthesis {args.synthesis} repaints the ellipsoids with a trained model: "
+                           "give --syn_generator")
+    if args.synthesis != "diffusion" and args.syn_steps is not None:
+        raise OfflineError("--syn_steps is the diffusion model's sampling steps: it needs --synthesis diffusion")
+    if args.syn_steps is not None and args.syn_steps < 1:
+        raise OfflineError(f"--syn_steps must be at least 1, got {args.syn_steps}")
+    path = str(Path(args.syn_generator).resolve())
+    config = painter_state(path, args.synthesis).config
+    problems = crop_mismatches(config, profile.name, profile.window, config.spacing)  # the spacing: per case
+    if problems:
+        raise OfflineError(f"--syn_generator {path} was trained for other crops: " + "; ".join(problems))
+    return path, ((args.syn_steps or config.steps) if args.synthesis == "diffusion" else None)
+
+
+def check_painter_spacing(settings: Settings, cases: list[dict]) -> None:
+    """Refuse cases whose voxel size is not the one the ``--syn_generator`` was trained at.
+
+    A copy is painted at its file's own spacing (never resampled), in RAS axis order, the order
+    of the model's ``--space_x/y/z``. Only headers are read; a case whose header is unreadable
+    is left to fail, with its own message, when it is painted.
+    """
+    from labelfree.apps.offline.case import painter_state, ras_spacing
+    from labelfree.io.formats import ReaderError
+    from labelfree.io.readers import read_header
+    from labelfree.training.generator import crop_mismatches
+
+    config = painter_state(settings.generator, settings.synthesis).config
+    refused = []
+    for case in cases:
+        try:
+            affine = read_header(case["image"]).affine
+        except ReaderError:
+            continue
+        # NIfTI keeps float32 voxel sizes (0.8 mm reads 0.800000012) and the comparison's tolerance is 1e-9.
+        spacing = tuple(round(s, 6) for s in ras_spacing(affine))
+        problems = crop_mismatches(config, config.organ, config.window, spacing)
+        if problems:
+            refused.append((case["name"], problems))
+    if refused:
+        name, problems = refused[0]
+        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        raise OfflineError(f"--syn_generator {settings.generator} was trained for other crops than case {name}{more}: "
+                           + "; ".join(problems) + "; cases are painted at their own voxel size: resample them to the "
+                           "model's first")
+
+
+def painter_device(args: argparse.Namespace, settings: Settings) -> str:
+    """``--device``, checked: where the trained model paints (refused for the engine's own models)."""
+    if settings.generator is None:
+        if args.device != "cpu":
+            raise OfflineError(f"--device {args.device} is where the trained model paints: it needs --synthesis gan "
+                               "or diffusion")
+        return "cpu"
+    from labelfree.runtime.distributed import resolve_device
+
+    try:
+        return str(resolve_device(args.device))
+    except ValueError as e:
+        raise OfflineError(str(e)) from None
 
 
 def check_synthesis_model(settings: Settings) -> None:
@@ -182,19 +280,27 @@ def check_config(out: Path, config: dict) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Generate (or resume) the dataset; returns a summary (counts, seconds, paths)."""
+    from labelfree.apps.offline.case import painter, painter_state
+
+    # A model file rewritten since an earlier run in this process (a notebook, the tests) is read afresh.
+    painter_state.cache_clear()
+    painter.cache_clear()
     settings = resolve_settings(args)
+    device = painter_device(args, settings)
     check_output_dir(args.out, "--out")  # writable: told before any scan is read
     cases = source_cases(args.json_dir, args.train_dir, args.split)
+    if settings.generator is not None:
+        check_painter_spacing(settings, cases)
     out = Path(args.out)
     if args.nnunet_dataset is not None and not NNUNET_DATASET_PATTERN.match(args.nnunet_dataset):
         raise OfflineError(f"--nnunet_dataset must look like Dataset501_Name (three digits), got {args.nnunet_dataset!r}")
     root = out / args.nnunet_dataset if args.nnunet_dataset else out
-    config = {"settings": asdict(settings), "cases": cases, "nnunet_dataset": args.nnunet_dataset}
+    config = {"settings": settings.record(), "cases": cases, "nnunet_dataset": args.nnunet_dataset}
     root.mkdir(parents=True, exist_ok=True)
     check_config(root, _jsonable(config))
 
     t0 = time.perf_counter()
-    jobs = [{"root": str(root), **case, "settings": asdict(settings)} for case in cases]
+    jobs = [{"root": str(root), **case, "settings": settings.record(), "device": device} for case in cases]
     records, errors = _run_jobs(jobs, max(1, int(args.workers)), not args.no_progress)
     seconds = time.perf_counter() - t0
     records = sorted(records, key=lambda r: r["name"])
@@ -258,14 +364,14 @@ def _write_indexes(root: Path, records: list[dict], settings: Settings, args) ->
     labels = {str(i): n for i, n in enumerate(profile.class_names)}
     write_json_atomic(root / "datalist.json", {
         "name": args.nnunet_dataset or root.name,
-        "description": f"offline synthetic {settings.organ} tumors ({settings.synthesis}), {settings.copies} "
+        "description": f"offline synthetic {settings.organ} tumors ({_model_text(settings)}), {settings.copies} "
                        f"copies per healthy case, seed {settings.seed} (labelfree-synthesize)",
         "labels": labels, "modality": {"0": "CT"}, "tensorImageSize": "3D",
         "numTraining": len(training), "numValid": len(validation), "training": training, "validation": validation,
     })
     lesions = [{"sample": r["name"], "case": r["case"], "kind": r["kind"], "seed": r["seed"],
                 "tumor_type": r["tumor_type"], **lesion} for r in records for lesion in r["lesions"]]
-    write_json_atomic(root / "lesions.json", {"settings": asdict(settings), "lesions": lesions})
+    write_json_atomic(root / "lesions.json", {"settings": settings.record(), "lesions": lesions})
     if args.nnunet_dataset:
         from labelfree.apps.nnunet.dataset import nnunet_dataset_json
 
@@ -273,7 +379,25 @@ def _write_indexes(root: Path, records: list[dict], settings: Settings, args) ->
             profile, num_training=len(records), name=args.nnunet_dataset,
             description=f"labelfree-synthesize: {settings.copies} synthetic copies per healthy case"
                         + (" + the source cases" if settings.include_source else ""),
-            synthesis={"organ": settings.organ, "synthesis": settings.synthesis}))
+            synthesis=_synthesis_entry(settings)))
+
+
+def _model_text(settings: Settings) -> str:
+    """The synthesis model in words: ``ellipsoid``; ``gan generator.pt``; ``diffusion diffusion.pt, 10 steps``."""
+    if settings.generator is None:
+        return settings.synthesis
+    steps = f", {settings.steps} steps" if settings.steps is not None else ""
+    return f"{settings.synthesis} {Path(settings.generator).name}{steps}"
+
+
+def _synthesis_entry(settings: Settings) -> dict:
+    """dataset.json's ``labelfree_synthesis``: organ and model, and the trained model's file and steps."""
+    entry = {"organ": settings.organ, "synthesis": settings.synthesis}
+    if settings.generator is not None:
+        entry["syn_generator"] = settings.generator
+    if settings.steps is not None:
+        entry["syn_steps"] = settings.steps
+    return entry
 
 
 @exits_on(OfflineError)

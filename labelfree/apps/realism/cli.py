@@ -158,7 +158,8 @@ class LearnedSynthesizer:
 
     The same painting as ``main.py --synthesis gan`` / ``diffusion``: window to [0, 1], the generator
     in sliding windows of its training crop (the diffusion model: windows of its training crop
-    around the tumors, seeded by ``--seed`` and the draw), back to HU; only organ voxels change.
+    around the tumors, seeded by ``--seed`` and the draw), back to HU; only organ voxels change
+    (:func:`tumor_synthesis.repaint.repaint_case`, which ``labelfree-synthesize`` paints with too).
     """
 
     def __init__(self, engine, generator, profile, steps=None, seed=0) -> None:
@@ -204,31 +205,17 @@ class LearnedSynthesizer:
     def __call__(self, data: dict) -> dict:
         import torch
 
-        from tumor_synthesis.diffusion import TumorDiffusion, paint_windows
-        from tumor_synthesis.learned import paint_volume, synthetic_tumor_mask
+        from tumor_synthesis.diffusion import TumorDiffusion
+        from tumor_synthesis.repaint import repaint_case
 
         healthy_image, healthy_label = data["image"], data["label"]
         out = self.engine({"image": healthy_image.clone(), "label": healthy_label.clone()})
-        a_min, a_max = self.profile.window
-        width = a_max - a_min
-
-        def window(x):
-            return ((torch.as_tensor(x).float() - a_min) / width).clamp(0.0, 1.0)[None]
-
-        label = torch.as_tensor(out["label"])
-        mask = synthetic_tumor_mask(label[None], torch.as_tensor(healthy_label)[None], [self.profile.tumor_label])
-        organ = torch.as_tensor(healthy_label)[None] > 0
+        noise = None
         if isinstance(self.generator, TumorDiffusion):
             self.draws += 1
             noise = torch.Generator().manual_seed(self.seed * 1_000_003 + self.draws)
-            painted = paint_windows(self.generator, window(healthy_image), mask, organ, self.steps, noise)
-        else:
-            painted = paint_volume(self.generator, window(healthy_image), window(out["image"]), mask, organ)
-        changed = painted != window(healthy_image)
-        image = torch.as_tensor(healthy_image).float().clone()
-        image[changed[0]] = (a_min + painted * width)[changed]
-        label = label.clone()
-        label[(label != torch.as_tensor(healthy_label)) & ~organ[0]] = 0  # painted inside the organ only
+        image, label = repaint_case(self.generator, healthy_image, healthy_label, out["image"], out["label"],
+                                    self.profile.window, [self.profile.tumor_label], self.steps, noise)
         return {"image": image, "label": label}
 
 

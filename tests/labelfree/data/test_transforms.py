@@ -199,14 +199,16 @@ def test_cache_boundary_with_synthesis():
     assert isinstance(stages.cached.transforms[-2], SpatialPadd)
     assert isinstance(stages.cached.transforms[-1], TumorCaseDatad)
     assert isinstance(stages.per_draw.transforms[0], TumorGenerated)  # right after the cache, in HU
-    assert isinstance(stages.per_draw.transforms[1], ScaleIntensityRanged)
-    assert isinstance(stages.per_draw.transforms[2], RandCropByPosNegLabeld)
+    assert isinstance(stages.per_draw.transforms[1], RandCropByPosNegLabeld)  # cropped in HU
+    assert stages.per_draw.transforms[1].cropper.image_threshold == A_MIN
+    assert isinstance(stages.per_draw.transforms[2], ScaleIntensityRanged)  # then only the patch is scaled
 
 
 @pytest.mark.skipif(not has_synthesis, reason="tumor_synthesis is not available yet")
 def test_synthesis_pipeline_draws_the_samples_of_the_original_order(tmp_path):
-    """Padding and case facts cached before the synthesis: the same patches as the original order
-    (synthesis, scaling, padding, crop) on a scan thinner than the patch."""
+    """Padding and case facts cached before the synthesis, the crop taken in HU and only the patch
+    scaled: the same patches as the original order (synthesis, scaling, padding, crop with threshold
+    0 on the scaled image) on a scan thinner than the patch."""
     from monai.transforms import Compose
     from tumor_synthesis.case_data import CASE_DATA_KEY
 
@@ -222,10 +224,14 @@ def test_synthesis_pipeline_draws_the_samples_of_the_original_order(tmp_path):
                           syn_prob=1.0)
     steps = list(ours.transforms)
     names = [type(t).__name__ for t in steps]
-    pad, case_data = steps[names.index("SpatialPadd")], steps[names.index("TumorCaseDatad")]
-    rest = [t for t in steps if t is not pad and t is not case_data]
-    scale = names.index("ScaleIntensityRanged") - 2  # its index in ``rest``
-    original = Compose(rest[: scale + 1] + [pad] + rest[scale + 1:])  # synthesis, scaling, padding, crop
+    at = {name: steps[names.index(name)] for name in ("SpatialPadd", "TumorGenerated", "ScaleIntensityRanged")}
+    # The original order, built independently of ours: the same synthesis (same random stream),
+    # then the scaling, the padding and MONAI's crop with threshold 0 on the scaled image.
+    crop = RandCropByPosNegLabeld(keys=("image", "label"), label_key="label", spatial_size=roi, pos=1, neg=1,
+                                  num_samples=1, image_key="image", image_threshold=0)
+    after_crop = steps[names.index("ScaleIntensityRanged") + 1:]
+    original = Compose(steps[: names.index("SpatialPadd")]
+                       + [at["TumorGenerated"], at["ScaleIntensityRanged"], at["SpatialPadd"], crop] + after_crop)
     cached = Compose(steps[: names.index("TumorCaseDatad") + 1])(dict(paths))
     assert CASE_DATA_KEY in cached
     for seed in range(3):
