@@ -36,22 +36,7 @@ def check_synthesis_args(args: argparse.Namespace, device: torch.device) -> None
             raise ValueError("--syn_grid_mm is the growth model's simulation grid: it needs --synthesis growth")
         if not grid_mm > 0:
             raise ValueError(f"--syn_grid_mm must be a positive spacing in mm, got {grid_mm}")
-    generator = getattr(args, "syn_generator", None)
-    if synthesis in LEARNED_SYNTHESIS and generator is None:
-        model, written = (("generator", "generator.pt that syn_train.py") if synthesis == "gan" else
-                          ("diffusion model", "diffusion.pt that syn_train.py --model diffusion"))
-        raise ValueError(f"--synthesis {synthesis} repaints tumors with a trained {model}: give --syn_generator PATH "
-                         f"(the {written} writes)")
-    if generator is not None and synthesis not in LEARNED_SYNTHESIS:
-        raise ValueError(f"--syn_generator is the learned model's weights: it needs --synthesis gan or diffusion "
-                         f"(this run: --synthesis {synthesis})")
-    steps = getattr(args, "syn_steps", None)
-    if steps is not None:
-        if synthesis != "diffusion":
-            raise ValueError(f"--syn_steps is the diffusion model's sampling steps: it needs --synthesis diffusion "
-                             f"(this run: --synthesis {synthesis})")
-        if steps < 1:
-            raise ValueError(f"--syn_steps must be at least 1, got {steps}")
+    check_learned_flags(synthesis, getattr(args, "syn_generator", None), getattr(args, "syn_steps", None))
     if getattr(args, "syn_device", "loader") == "cuda":
         if not args.syn:
             raise ValueError("--syn_device cuda moves synthesis to the GPU: it needs --syn")
@@ -76,3 +61,29 @@ def check_synthesis_args(args: argparse.Namespace, device: torch.device) -> None
 
         for member in get_organ_profile(args.organ).members:
             get_growth_rules(member.name)  # raises, naming the organs the growth model has rules for
+
+
+def check_learned_flags(synthesis: str, generator: str | None, steps: int | None) -> None:
+    """The pairing of ``--synthesis``, ``--syn_generator`` and ``--syn_steps``, for every tool that takes them.
+
+    ``main.py``, the realism tool and ``labelfree-synthesize`` share it, so the three refuse alike.
+
+    Raises:
+        ValueError: ``--synthesis gan`` or ``diffusion`` without ``--syn_generator``, and
+            ``--syn_generator`` without one of them; ``--syn_steps`` without ``--synthesis
+            diffusion`` or below 1.
+    """
+    if synthesis in LEARNED_SYNTHESIS and generator is None:
+        model, written = (("generator", "generator.pt that syn_train.py") if synthesis == "gan" else
+                          ("diffusion model", "diffusion.pt that syn_train.py --model diffusion"))
+        raise ValueError(f"--synthesis {synthesis} repaints tumors with a trained {model}: give --syn_generator PATH "
+                         f"(the {written} writes)")
+    if generator is not None and synthesis not in LEARNED_SYNTHESIS:
+        raise ValueError(f"--syn_generator is the learned model's weights: it needs --synthesis gan or diffusion "
+                         f"(this run: --synthesis {synthesis})")
+    if steps is not None:
+        if synthesis != "diffusion":
+            raise ValueError(f"--syn_steps is the diffusion model's sampling steps: it needs --synthesis diffusion "
+                             f"(this run: --synthesis {synthesis})")
+        if steps < 1:
+            raise ValueError(f"--syn_steps must be at least 1, got {steps}")

@@ -143,29 +143,23 @@ def learned_model(args: argparse.Namespace, profile) -> tuple[str | None, int | 
     """The checked ``--syn_generator`` (absolute path) and sampling steps of ``--synthesis gan`` / ``diffusion``.
 
     Reads the model file (its kind, safety, organ and window; its voxel size is checked against
-    the cases by :func:`check_painter_spacing`). The messages are the realism tool's.
+    the cases by :func:`check_painter_spacing`). The flags are paired by ``main.py``'s rule
+    (:func:`labelfree.config.synthesis.check_learned_flags`); the file checks are the realism tool's.
 
     Returns:
         ``(path, steps)``: steps ``--syn_steps`` or the model file's default for the diffusion
         model, None for the generator; ``(None, None)`` for the engine's own models.
     """
     from labelfree.apps.offline.case import painter_state
-    from labelfree.config.synthesis import LEARNED_SYNTHESIS
+    from labelfree.config.synthesis import LEARNED_SYNTHESIS, check_learned_flags
     from labelfree.training.generator import crop_mismatches
 
+    try:
+        check_learned_flags(args.synthesis, args.syn_generator, args.syn_steps)
+    except ValueError as e:
+        raise OfflineError(str(e)) from None
     if args.synthesis not in LEARNED_SYNTHESIS:
-        if args.syn_generator is not None:
-            raise OfflineError("--syn_generator is the learned model's weights: it needs --synthesis gan or diffusion")
-        if args.syn_steps is not None:
-            raise OfflineError("--syn_steps is the diffusion model's sampling steps: it needs --synthesis diffusion")
         return None, None
-    if args.syn_generator is None:
-        raise OfflineError(f"--synthesis {args.synthesis} repaints the ellipsoids with a trained model: "
-                           "give --syn_generator")
-    if args.synthesis != "diffusion" and args.syn_steps is not None:
-        raise OfflineError("--syn_steps is the diffusion model's sampling steps: it needs --synthesis diffusion")
-    if args.syn_steps is not None and args.syn_steps < 1:
-        raise OfflineError(f"--syn_steps must be at least 1, got {args.syn_steps}")
     path = str(Path(args.syn_generator).resolve())
     config = painter_state(path, args.synthesis).config
     problems = crop_mismatches(config, profile.name, profile.window, config.spacing)  # the spacing: per case

@@ -136,12 +136,11 @@ def make_synthesizer(args, profile):
     """The project's ``TumorGenerated`` with the run's settings, seeded with ``args.seed``."""
     from tumor_synthesis import TumorGenerated
 
-    if args.synthesis in ("gan", "diffusion"):
+    from labelfree.config.synthesis import LEARNED_SYNTHESIS, check_learned_flags
+
+    check_learned_flags(args.synthesis, getattr(args, "syn_generator", None), getattr(args, "syn_steps", None))
+    if args.synthesis in LEARNED_SYNTHESIS:
         return LearnedSynthesizer.create(args, profile)
-    if getattr(args, "syn_generator", None) is not None:
-        raise ValueError("--syn_generator is the learned model's weights: it needs --synthesis gan or diffusion")
-    if getattr(args, "syn_steps", None) is not None:
-        raise ValueError("--syn_steps is the diffusion model's sampling steps: it needs --synthesis diffusion")
     extra = {} if args.synthesis == DEFAULT_SYNTHESIS else {"synthesis": args.synthesis}
     if getattr(args, "syn_preset", "original") != "original":  # passed on only when asked for
         extra["preset"] = args.syn_preset
@@ -173,13 +172,6 @@ class LearnedSynthesizer:
         from labelfree.training.generator import crop_mismatches, read_generator
         from tumor_synthesis import TumorGenerated
 
-        if args.syn_generator is None:
-            raise ValueError(f"--synthesis {args.synthesis} repaints the ellipsoids with a trained model: "
-                             "give --syn_generator")
-        if args.synthesis != "diffusion" and getattr(args, "syn_steps", None) is not None:
-            raise ValueError("--syn_steps is the diffusion model's sampling steps: it needs --synthesis diffusion")
-        if getattr(args, "syn_steps", None) is not None and args.syn_steps < 1:
-            raise ValueError(f"--syn_steps must be at least 1, got {args.syn_steps}")
         from labelfree.io.checkpoint import CheckpointError
 
         try:

@@ -124,7 +124,7 @@ def _bad_models(folder: Path) -> dict[str, Path]:
      "lung.pt was trained for other crops: --organ lung (this run: liver)"),
     (["--synthesis", "diffusion", "--syn_generator", "{coarse}"],
      "coarse.pt was trained for other crops than case healthy_a (and 2 more): --space_x 3.0 (this run: 5.0)"),
-    (["--synthesis", "gan"], "--synthesis gan repaints the ellipsoids with a trained model: give --syn_generator"),
+    (["--synthesis", "gan"], "--synthesis gan repaints tumors with a trained generator: give --syn_generator"),
     (["--synthesis", "growth", "--syn_generator", "{gan}"],
      "--syn_generator is the learned model's weights: it needs --synthesis gan or diffusion"),
     (["--synthesis", "gan", "--syn_generator", "{gan}", "--syn_steps", "4"],
