@@ -71,6 +71,9 @@ VESSEL = 3
 OUTSIDE = 4
 #: State of a dead (necrotic) voxel.
 DEAD = -1
+#: How a spreading try ends (:meth:`Automaton.step`): the neighbour is invaded, a vessel is
+#: pushed, or the organ's border stops it.
+INVADED, PUSHED, BLOCKED = 1, 2, 3
 #: Prune inert voxels from the active list every this many iterations.
 PRUNE_EVERY = 4
 #: Grids of at most this many voxels read their whole tissue map at once (a few strided reads
@@ -369,6 +372,8 @@ class Automaton:
         self.active = empty
         self.seeds = empty
         self._invade = torch.tensor(list(rules.invasion_probability) + [0.0, 0.0], dtype=torch.float32, device=dev)
+        # Per tissue class: what a try that reaches it ends with when it is a barrier.
+        self._barrier_code = torch.tensor([0, 0, 0, PUSHED, BLOCKED], dtype=torch.uint8, device=dev)
         self._iterations = 0
 
     @property
@@ -404,16 +409,18 @@ class Automaton:
             target = source[:, None] + grid.offsets[pick]
             target_state = state[target]
             tissue = grid.tissue(target.reshape(-1)).reshape(shape)
-            barrier = tissue >= VESSEL
             skipped = (target_state >= rules.saturation) | (target_state == DEAD)
             draw = torch.rand(shape, generator=self.gen, device=idx.device)
-            invade = ~barrier & ~skipped & (draw < self._invade[tissue])
-            done = invade | barrier
-            first = done.to(torch.uint8).argmax(dim=1, keepdim=True)
+            # The outcome of each try as one code (few tensor operations per iteration):
+            # 0 skipped or not invaded, INVADED, or the barrier's code (which ends the tries).
+            # A barrier's invasion probability is 0, so a try is never both.
+            outcome = self._barrier_code[tissue]
+            outcome += (draw < self._invade[tissue]) & ~skipped
+            first = (outcome > 0).to(torch.uint8).argmax(dim=1, keepdim=True)
             chosen = target.gather(1, first)[:, 0]
-            hit = done.any(dim=1)
-            invaded = chosen[hit & invade.gather(1, first)[:, 0]]
-            pushed = chosen[hit & (tissue.gather(1, first)[:, 0] == VESSEL)]
+            ended = outcome.gather(1, first)[:, 0]  # 0 where no try ended (argmax gave try 0)
+            invaded = chosen[ended == INVADED]
+            pushed = chosen[ended == PUSHED]
         state[proliferate] += 1
         if source.numel():
             fresh = invaded[state[invaded] == 0]

@@ -395,6 +395,11 @@ def _paint(necrotic_parts: list, image, label, grid: SimGrid, automaton: Automat
     return painted
 
 
+#: Image dtypes whose every value survives a round trip through float32: a painted box is
+#: written back whole (one copy), not voxel by voxel.
+_FLOAT32_ROUND_TRIP = (torch.float32, torch.float16, torch.bfloat16, torch.int16, torch.int8, torch.uint8)
+
+
 def _paint_box(image_box, label_box, soft, occupied, necrotic_soft, spacing, organ_label, tumor_label,
                difference, necrosis_hu, tex_params, rules: GrowthRules, rng) -> int:
     """Paint one tumor box in place: vessels pulled to the parenchyma, then the textured HU drop.
@@ -428,7 +433,10 @@ def _paint_box(image_box, label_box, soft, occupied, necrotic_soft, spacing, org
         info = torch.iinfo(image_box.dtype)
         values = values.round().clamp(info.min, info.max)
     box.reshape(-1)[flat] = values
-    image_box.copy_(torch.where(changed, box.to(image_box.dtype), image_box))
+    if image_box.dtype in _FLOAT32_ROUND_TRIP:  # the unchanged voxels come back as they were
+        image_box.copy_(box)
+    else:
+        image_box.copy_(torch.where(changed, box.to(image_box.dtype), image_box))
     label_box[tumor] = tumor_label
     return int(torch.count_nonzero(tumor))
 

@@ -25,6 +25,9 @@ BLOCK_ROWS = 32
 #: Axes up to this many input voxels are multiplied by the whole matrix (a band would not pay
 #: for its blocks).
 DENSE_MAX = 64
+#: Output columns of the last axis multiplied at a time (its lines are the rows of the
+#: field, so its blocks are column blocks of the matrix's transpose).
+BLOCK_COLUMNS = 64
 
 
 def blur_matrix(n: int, sigma: float, mode: str = "reflect") -> np.ndarray:
@@ -100,12 +103,33 @@ def apply_separable(field, matrices):
             field = _banded(matrix, field.reshape(h, w * d), field.device).reshape(-1, w, d)
         elif axis == 1:  # a (w, d) matrix per slice of the first axis: batched
             field = _banded(matrix, field, field.device)
-        elif matrix.shape[1] <= DENSE_MAX:  # lines are the rows: field @ matrix.T
-            weights = torch.from_numpy(matrix.T.astype(np.float32)).to(field.device)
-            field = (field.reshape(h * w, d) @ weights).reshape(h, w, -1)
-        else:  # banded on the transpose, then back
-            field = _banded(matrix, field.reshape(h * w, d).T, field.device).T.reshape(h, w, -1)
+        else:  # lines are the rows: field @ matrix.T, no transposed copy of the field
+            field = _banded_right(field.reshape(h * w, d), matrix, field.device).reshape(h, w, -1)
     return field.contiguous()
+
+
+def _banded_right(rows, matrix: np.ndarray, device):
+    """``rows @ matrix.T`` (``rows``: (m, n_in)) for a banded (n_out, n_in) matrix.
+
+    Blocks of :data:`BLOCK_COLUMNS` output columns take only the input columns they reach.
+    """
+    import torch  # as in apply_separable
+
+    weights = torch.from_numpy(np.ascontiguousarray(matrix.T, dtype=np.float32)).to(device)
+    n_out, n_in = matrix.shape
+    if n_in <= DENSE_MAX:
+        return rows @ weights
+    out = torch.empty((rows.shape[0], n_out), dtype=rows.dtype, device=device)
+    reached = matrix != 0
+    for lo in range(0, n_out, BLOCK_COLUMNS):
+        hi = min(n_out, lo + BLOCK_COLUMNS)
+        columns = np.flatnonzero(reached[lo:hi].any(axis=0))
+        if columns.size == 0:
+            out[:, lo:hi] = 0.0
+            continue
+        first, last = int(columns[0]), int(columns[-1]) + 1
+        out[:, lo:hi] = rows[:, first:last] @ weights[first:last, lo:hi]
+    return out
 
 
 def _banded(matrix: np.ndarray, other, device):

@@ -125,12 +125,12 @@ def control_matrix(n_out: int, n_ctrl: int = CONTROL_POINTS) -> np.ndarray:
 
 def crop_to_content(mask: np.ndarray, origin) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Crop a bool array to its True voxels; returns the crop and its new origin."""
-    if not mask.any():
+    plane = mask.any(axis=2)  # two passes over the mask instead of three
+    if not plane.any():
         return mask[:0, :0, :0], tuple(origin)
     sl, new_origin = [], []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        nz = np.flatnonzero(mask.any(axis=other))
+    for axis, profile in enumerate((plane.any(axis=1), plane.any(axis=0), mask.any(axis=(0, 1)))):
+        nz = np.flatnonzero(profile)
         sl.append(slice(nz[0], nz[-1] + 1))
         new_origin.append(origin[axis] + int(nz[0]))
     return mask[tuple(sl)], tuple(new_origin)
@@ -158,21 +158,30 @@ def deform_pass(mask, origin, full_shape, axes, displacement_vox):
     # when that point is outside the box.
     src0 = np.arange(n0)[:, None] + m0 @ displacement_vox[0] @ m1.T
     src1 = np.arange(n1)[None, :] + m0 @ displacement_vox[1] @ m1.T
-    inside = (src0 >= 0) & (src0 <= n0 - 1) & (src1 >= 0) & (src1 <= n1 - 1)
     i0 = np.floor(src0 + 0.5).astype(np.intp) - origin[a0]
     i1 = np.floor(src1 + 0.5).astype(np.intp) - origin[a1]
     h0, h1 = mask.shape[a0], mask.shape[a1]
-    hit = inside & (i0 >= 0) & (i0 < h0) & (i1 >= 0) & (i1 < h1)
-    rows, cols = np.flatnonzero(hit.any(axis=1)), np.flatnonzero(hit.any(axis=0))
+    hit = (src0 >= 0) & (src0 <= n0 - 1) & (src1 >= 0) & (src1 <= n1 - 1)
+    hit &= (i0 >= 0) & (i0 < h0) & (i1 >= 0) & (i1 < h1)
+    rows = np.flatnonzero(hit.any(axis=1))
     if rows.size == 0:
         return mask[:0, :0, :0], tuple(origin)
+    cols = np.flatnonzero(hit.any(axis=0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    hit, i0, i1 = hit[r0:r1, c0:c1], i0[r0:r1, c0:c1], i1[r0:r1, c0:c1]
-    # Lines along the undeformed axis, plus one all-False line for the misses.
-    lines = np.moveaxis(mask, (a0, a1, other), (0, 1, 2)).reshape(h0 * h1, -1)
-    lines = np.concatenate([lines, np.zeros((1, lines.shape[1]), dtype=bool)])
-    out = lines[np.where(hit, i0 * h1 + i1, h0 * h1)]
-    out = np.moveaxis(out, (0, 1, 2), (a0, a1, other))
+    hit = hit[r0:r1, c0:c1]
+    # Index of the source line of each output line; misses read line 0 and are cleared after.
+    index = i0[r0:r1, c0:c1] * h1 + i1[r0:r1, c0:c1]
+    index[~hit] = 0
+    if other == 2:  # (h0, h1, d): the lines are the rows of a (h0 h1, d) view
+        out = mask.reshape(h0 * h1, -1)[index]
+        out &= hit[:, :, None]
+    elif other == 0:  # (n, h0, h1): the lines are the columns of a (n, h0 h1) view; out is (n, r, c)
+        out = mask.reshape(mask.shape[0], h0 * h1)[:, index]
+        out &= hit[None]
+    else:  # (h0, n, h1): one copy puts the lines in rows
+        out = np.moveaxis(mask, 1, 2).reshape(h0 * h1, -1)[index]
+        out &= hit[:, :, None]
+        out = np.moveaxis(out, 2, 1)
     # The output rows and columns are box indices; the undeformed axis keeps its origin.
     new_origin = list(origin)
     new_origin[a0], new_origin[a1] = int(r0), int(c0)

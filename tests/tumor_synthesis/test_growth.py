@@ -68,6 +68,24 @@ def test_only_organ_voxels_change_and_labels_are_organ_or_tumor(abdomen, organ):
     assert isinstance(out["image"], MetaTensor) and torch.equal(out["image"].affine, torch.as_tensor(affine))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.int16, np.float32])
+def test_painting_writes_the_changed_voxels_only_in_the_image_dtype(abdomen, dtype):
+    """A painted box is written back whole where float32 holds every value of the dtype, voxel by voxel
+    elsewhere: either way only organ voxels change."""
+    image, label, affine = _organ_case(abdomen, "liver")
+    # HU with a fraction float32 cannot hold exactly (float64), or whole HU.
+    source = image.astype(np.float64) + (1.0 / 3.0 if dtype == np.float64 else 0.0)
+    t = TumorGenerated(prob=1.0, synthesis="growth", tumor_prob=_one_hot("liver", "medium")).set_random_state(seed=2)
+    data = {"image": _meta(source, affine, dtype), "label": _meta(label, affine, np.uint8)}
+    out = t(data)
+    new_image = out["image"][0].numpy()
+    assert new_image.dtype == dtype
+    changed = new_image != source.astype(dtype)
+    # A float64 box sent through float32 would change every voxel of it, organ or not.
+    assert changed.any() and not (changed & (label != 1)).any()
+    assert (new_label := out["label"][0].numpy())[changed].min() >= 1 and (new_label == 2).any()
+
+
 def test_skips_samples_with_a_tumor_and_empty_or_tiny_organs(abdomen):
     image, label, affine = _organ_case(abdomen, "liver")
     t = TumorGenerated(prob=1.0, synthesis="growth")

@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
+from scipy import ndimage
+
 from tumor_synthesis.intensity import (
+    SPARSE_MIN_VOXELS,
     apply_change,
     blur_radius_vox,
     merge_boxes,
@@ -53,6 +56,23 @@ def test_blurring_cluster_boxes_equals_blurring_the_whole_crop(sigma_vox):
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         clustered[box] = soft_mask(union[box], sigma_vox)
     np.testing.assert_allclose(clustered, soft_mask(union, sigma_vox), atol=1e-6)
+
+
+@pytest.mark.parametrize("sigma_vox", [(2.0, 2.0, 2.0), (1.0, 1.5, 0.6)])
+def test_large_sparse_mask_equals_scipy_with_its_support(sigma_vox):
+    """A big box of scattered tumors skips its empty lines; the blur is still scipy's, zeros included."""
+    rng = np.random.default_rng(2)
+    shape = (120, 90, 70)
+    assert np.prod(shape) >= SPARSE_MIN_VOXELS
+    union = np.zeros(shape, dtype=bool)
+    for lo, hi in random_boxes(rng, shape, 15, max_size=14):
+        union[tuple(slice(a, b) for a, b in zip(lo, hi))] |= rng.random(tuple(hi - lo)) > 0.2
+    lines = union.reshape(-1, shape[2]).any(axis=1)
+    assert 0 < lines.mean() < 0.5  # the sparse path is the one taken (with a blurred last axis)
+    expected = ndimage.gaussian_filter(union.astype(np.float32), sigma_vox)
+    got = soft_mask(union, sigma_vox)
+    np.testing.assert_allclose(got, expected, atol=2e-6, rtol=0)
+    np.testing.assert_array_equal(got != 0, expected != 0)
 
 
 def test_apply_change_touches_only_organ_voxels_and_rounds_integers():
