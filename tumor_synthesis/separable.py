@@ -93,8 +93,6 @@ def apply_separable(field, matrices):
     Returns:
         float32 (n_out0, n_out1, n_out2) tensor on the field's device.
     """
-    import torch  # here: the scorer imports the organ profiles, which reach this module, and stays free of torch
-
     for axis, matrix in enumerate(matrices):
         if matrix is None:
             continue
@@ -113,7 +111,7 @@ def _banded_right(rows, matrix: np.ndarray, device):
 
     Blocks of :data:`BLOCK_COLUMNS` output columns take only the input columns they reach.
     """
-    import torch  # as in apply_separable
+    import torch  # here: the scorer imports the organ profiles, which reach this module, and stays free of torch
 
     weights = torch.from_numpy(np.ascontiguousarray(matrix.T, dtype=np.float32)).to(device)
     n_out, n_in = matrix.shape
@@ -138,7 +136,7 @@ def _banded(matrix: np.ndarray, other, device):
     Blocks of :data:`BLOCK_ROWS` output rows take only the input rows they reach. The band is
     found on the host, so a GPU product waits on nothing.
     """
-    import torch  # as in apply_separable
+    import torch  # as in _banded_right
 
     weights = torch.from_numpy(matrix.astype(np.float32)).to(device)
     n_out, n_in = matrix.shape
