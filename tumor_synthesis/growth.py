@@ -65,6 +65,8 @@ import torch
 NEIGHBOUR_OFFSETS = tuple(
     (dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1) if (dx, dy, dz) != (0, 0, 0)
 )
+#: Positions in :data:`NEIGHBOUR_OFFSETS` of the six face neighbours.
+FACE_NEIGHBOURS = [k for k, o in enumerate(NEIGHBOUR_OFFSETS) if sum(map(abs, o)) == 1]
 #: Tissue class of vessels (bright organ voxels): barriers that yield under pressure.
 VESSEL = 3
 #: Tissue class of everything outside the organ: a barrier that never yields.
@@ -439,19 +441,27 @@ class Automaton:
             self._prune()
 
     def _prune(self) -> None:
-        """Drop inert voxels from the active list: saturated, with every neighbour saturated, dead or outside."""
+        """Drop inert voxels from the active list: saturated, with every neighbour saturated, dead or outside.
+
+        The six face neighbours are looked at first: a voxel with one of them still open (most
+        voxels of a growing surface) is kept without reading the other twenty.
+        """
         idx = self.active
-        saturated = self.state[idx] >= self.rules.saturation
-        candidates = idx[saturated]
-        if candidates.numel() == 0:
+        saturated = torch.nonzero(self.state[idx] >= self.rules.saturation).flatten()
+        if saturated.numel() == 0:
             return
-        around = candidates[:, None] + self.grid.offsets[None, :]
-        around_state = self.state[around]
-        inert = ((around_state >= self.rules.saturation) | (around_state == DEAD)
-                 | (self.grid.cache[around] == OUTSIDE)).all(dim=1)
-        keep = torch.ones_like(saturated)
-        keep[saturated] = ~inert
+        offsets = self.grid.offsets
+        closed = self._closed(idx[saturated][:, None] + offsets[FACE_NEIGHBOURS][None, :]).all(dim=1)
+        suspects = saturated[closed]
+        inert = self._closed(idx[suspects][:, None] + offsets[None, :]).all(dim=1)
+        keep = torch.ones_like(idx, dtype=torch.bool)
+        keep[suspects[inert]] = False
         self.active = idx[keep]
+
+    def _closed(self, cells: torch.Tensor) -> torch.Tensor:
+        """Whether cells can no longer be invaded: saturated, dead or outside the organ."""
+        state = self.state[cells]
+        return (state >= self.rules.saturation) | (state == DEAD) | (self.grid.cache[cells] == OUTSIDE)
 
     def grow(self, iterations: int) -> None:
         for _ in range(int(iterations)):
