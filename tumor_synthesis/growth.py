@@ -376,6 +376,7 @@ class Automaton:
         self._invade = torch.tensor(list(rules.invasion_probability) + [0.0, 0.0], dtype=torch.float32, device=dev)
         # Per tissue class: what a try that reaches it ends with when it is a barrier.
         self._barrier_code = torch.tensor([0, 0, 0, PUSHED, BLOCKED], dtype=torch.uint8, device=dev)
+        self._face_offsets = grid.offsets[FACE_NEIGHBOURS]
         self._iterations = 0
 
     @property
@@ -450,10 +451,9 @@ class Automaton:
         saturated = torch.nonzero(self.state[idx] >= self.rules.saturation).flatten()
         if saturated.numel() == 0:
             return
-        offsets = self.grid.offsets
-        closed = self._closed(idx[saturated][:, None] + offsets[FACE_NEIGHBOURS][None, :]).all(dim=1)
+        closed = self._closed(idx[saturated][:, None] + self._face_offsets[None, :]).all(dim=1)
         suspects = saturated[closed]
-        inert = self._closed(idx[suspects][:, None] + offsets[None, :]).all(dim=1)
+        inert = self._closed(idx[suspects][:, None] + self.grid.offsets[None, :]).all(dim=1)
         keep = torch.ones_like(idx, dtype=torch.bool)
         keep[suspects[inert]] = False
         self.active = idx[keep]

@@ -143,7 +143,7 @@ def deform_pass(mask, origin, full_shape, axes, displacement_vox):
         mask: (h, w, d) bool, the non-empty part of the box, at ``origin`` in it.
         origin: index of ``mask[0, 0, 0]`` in the full box.
         full_shape: shape of the full box (the deformation grid spans all of it).
-        axes: the two deformed axes, e.g. ``(0, 1)``.
+        axes: the two deformed axes in increasing order, e.g. ``(0, 1)``.
         displacement_vox: (2, 3, 3) control-point displacements in voxels, along
             ``axes[0]`` and ``axes[1]``.
 
@@ -151,6 +151,8 @@ def deform_pass(mask, origin, full_shape, axes, displacement_vox):
         ``(mask, origin)`` of the deformed shape, cropped to where it can be non-zero.
     """
     a0, a1 = axes
+    if not 0 <= a0 < a1 <= 2:
+        raise ValueError(f"deform_pass needs two axes in increasing order, got {axes}")
     other = 3 - a0 - a1
     n0, n1 = full_shape[a0], full_shape[a1]
     m0, m1 = control_matrix(n0), control_matrix(n1)
