@@ -98,9 +98,9 @@ def apply_separable(field, matrices):
             continue
         h, w, d = field.shape
         if axis == 0:  # (h, w*d): the lines are the columns
-            field = _banded(matrix, field.reshape(h, w * d), field.device).reshape(-1, w, d)
+            field = banded_matmul(matrix, field.reshape(h, w * d)).reshape(-1, w, d)
         elif axis == 1:  # a (w, d) matrix per slice of the first axis: batched
-            field = _banded(matrix, field, field.device)
+            field = banded_matmul(matrix, field)
         else:  # lines are the rows: field @ matrix.T, no transposed copy of the field
             field = _banded_right(field.reshape(h * w, d), matrix, field.device).reshape(h, w, -1)
     return field.contiguous()
@@ -130,14 +130,16 @@ def _banded_right(rows, matrix: np.ndarray, device):
     return out
 
 
-def _banded(matrix: np.ndarray, other, device):
-    """``matrix @ other`` (``other``: (n_in, m) or (b, n_in, m)) for a banded (n_out, n_in) matrix.
+def banded_matmul(matrix: np.ndarray, other):
+    """``matrix @ other`` (``other``: (n_in, m) or (b, n_in, m) tensor) for a banded (n_out, n_in) matrix.
 
-    Blocks of :data:`BLOCK_ROWS` output rows take only the input rows they reach. The band is
-    found on the host, so a GPU product waits on nothing.
+    Blocks of :data:`BLOCK_ROWS` output rows take only the input rows they reach (the matrix's
+    exact zeros beyond its band). The band is found on the host, so a GPU product waits on
+    nothing. Used for the blur and resize matrices here and for the texture's lattice bumps.
     """
     import torch  # as in _banded_right
 
+    device = other.device
     weights = torch.from_numpy(matrix.astype(np.float32)).to(device)
     n_out, n_in = matrix.shape
     if n_in <= DENSE_MAX:

@@ -44,13 +44,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
-if TYPE_CHECKING:  # annotations only: importing torch here would load it with the organ profiles
-    import torch
 
 #: scipy.ndimage's default Gaussian truncation, in sigmas.
 TRUNCATE = 4.0
@@ -257,7 +254,9 @@ def gaussian_field(shape, spacing, sigma_mm: float, rng: np.random.Generator) ->
     """
     import torch  # here: the organ profiles import this module, and the scorer must stay free of torch
 
-    bx, by, bz = (torch.from_numpy(_lattice_bumps(n, s, sigma_mm, rng)) for n, s in zip(shape, spacing))
+    from tumor_synthesis.separable import banded_matmul  # here: separable imports this module
+
+    bx, by, bz = (_lattice_bumps(n, s, sigma_mm, rng) for n, s in zip(shape, spacing))
     lx, ly, lz = bx.shape[1], by.shape[1], bz.shape[1]
     h, w, d = (int(n) for n in shape)
     weights = torch.from_numpy(rng.standard_normal((lx, ly, lz), dtype=np.float32))
@@ -265,39 +264,11 @@ def gaussian_field(shape, spacing, sigma_mm: float, rng: np.random.Generator) ->
     # controls (one per DataLoader worker), where numpy's BLAS would start its own
     # threads in every worker and oversubscribe the cores.
     with torch.inference_mode():
-        field = (weights.reshape(lx * ly, lz) @ bz.T).reshape(lx, ly, d)
+        field = (weights.reshape(lx * ly, lz) @ torch.from_numpy(bz.T)).reshape(lx, ly, d)
         field = field.permute(1, 0, 2).reshape(ly, lx * d)
-        field = _banded_matmul(by, field).reshape(w, lx, d).permute(1, 0, 2).reshape(lx, w * d)
-        field = _banded_matmul(bx, field).reshape(h, w, d)
+        field = banded_matmul(by, field).reshape(w, lx, d).permute(1, 0, 2).reshape(lx, w * d)
+        field = banded_matmul(bx, field).reshape(h, w, d)
     return field.numpy()
-
-
-#: Rows of a bump matrix multiplied at a time by :func:`_banded_matmul`.
-BAND_ROWS = 16
-
-
-def _banded_matmul(bumps: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """``bumps @ other`` for a bump matrix whose rows are zero beyond :data:`BUMP_CUTOFF` sigmas.
-
-    Each block of :data:`BAND_ROWS` rows is multiplied with the lattice columns it reaches
-    only: a box many sigmas long costs a band, not the whole lattice, per voxel.
-    """
-    import torch  # as in gaussian_field
-
-    rows, cols = bumps.shape
-    if rows <= BAND_ROWS:
-        return bumps @ other
-    out = torch.empty((rows, other.shape[1]), dtype=other.dtype)
-    reached = bumps != 0
-    for lo in range(0, rows, BAND_ROWS):
-        hi = min(rows, lo + BAND_ROWS)
-        columns = torch.nonzero(reached[lo:hi].any(dim=0)).flatten()
-        if columns.numel() == 0:
-            out[lo:hi] = 0.0
-            continue
-        first, last = int(columns[0]), int(columns[-1]) + 1
-        torch.matmul(bumps[lo:hi, first:last], other[first:last], out=out[lo:hi])
-    return out
 
 
 def texture_field(

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from tumor_synthesis.separable import DENSE_MAX
 from tumor_synthesis.texture import (
     EXTREMES_Z,
     TextureConfig,
@@ -15,6 +16,7 @@ from tumor_synthesis.texture import (
     sample_texture_params,
     texture_field,
     texture_law,
+    _lattice_bumps,
 )
 
 
@@ -49,6 +51,19 @@ def test_gaussian_field_has_unit_variance_and_the_smoothed_noise_correlation(spa
             r_mm = lag_vox * spacing[axis - 1]
             expected = math.exp(-(r_mm**2) / (4 * sigma**2))
             assert lag_correlation(fields, lag_vox, axis) == pytest.approx(expected, abs=0.05)
+
+
+@pytest.mark.parametrize("shape", [(300, 12, 9), (12, 300, 9), (9, 12, 300)])
+def test_gaussian_field_is_the_lattice_sum_along_long_axes(shape):
+    """Per axis a product with the lattice's bumps, banded along long axes: the same sum as written out."""
+    spacing, sigma = (1.0, 1.0, 1.0), 3.0
+    field = gaussian_field(shape, spacing, sigma, np.random.default_rng(5))
+    rng = np.random.default_rng(5)  # the same draws, in the same order
+    bumps = [_lattice_bumps(n, s, sigma, rng).astype(np.float64) for n, s in zip(shape, spacing)]
+    assert max(b.shape[1] for b in bumps) > DENSE_MAX  # the long axis takes the banded product
+    weights = rng.standard_normal(tuple(b.shape[1] for b in bumps), dtype=np.float32).astype(np.float64)
+    expected = np.einsum("ijk,xi,yj,zk->xyz", weights, *bumps, optimize=True)
+    np.testing.assert_allclose(field, expected, atol=2e-5, rtol=0)
 
 
 def test_texture_values_are_in_the_unit_interval():
