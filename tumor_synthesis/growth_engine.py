@@ -317,11 +317,10 @@ def _tumor_boxes(coords, margin, limit) -> list[tuple[np.ndarray, np.ndarray]]:
     """
     cells = [torch.div(c, _CLUSTER_CELL, rounding_mode="floor") for c in coords]
     dims = [int(n) // _CLUSTER_CELL + 1 for n in limit]
-    flat = torch.unique((cells[0] * dims[1] + cells[1]) * dims[2] + cells[2]).cpu().numpy()
-    occupied = np.zeros(dims, dtype=bool)
-    occupied.reshape(-1)[flat] = True
-    groups, n_groups = ndimage.label(occupied, structure=np.ones((3, 3, 3), dtype=bool))
     member_cells = (cells[0] * dims[1] + cells[1]) * dims[2] + cells[2]
+    occupied = np.zeros(dims, dtype=bool)
+    occupied.reshape(-1)[member_cells.cpu().numpy()] = True  # repeated cells set the same flag
+    groups, n_groups = ndimage.label(occupied, structure=np.ones((3, 3, 3), dtype=bool))
     group_of = torch.as_tensor(groups.reshape(-1), device=coords[0].device)[member_cells] - 1
     boxes = []
     for axis, c in enumerate(coords):
