@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tumor_synthesis.separable import apply_separable, blur_matrix
-from tumor_synthesis.texture import TRUNCATE
+from tumor_synthesis.separable import TRUNCATE, apply_separable, blur_matrix
 
 
 @dataclass(frozen=True)

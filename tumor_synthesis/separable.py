@@ -17,8 +17,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from tumor_synthesis.texture import TRUNCATE
-
+#: scipy.ndimage's default Gaussian truncation, in sigmas: the blur's kernel (and the texture's
+#: smoothing kernels) end there.
+TRUNCATE = 4.0
 #: Output rows of a long axis multiplied at a time, each block with the input rows its
 #: matrix reaches only (a band, not the whole matrix).
 BLOCK_ROWS = 32

@@ -48,9 +48,9 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
+from tumor_synthesis.separable import TRUNCATE, banded_matmul
 
-#: scipy.ndimage's default Gaussian truncation, in sigmas.
-TRUNCATE = 4.0
+
 #: Lattice step of :func:`gaussian_field`, in sigmas: a Gaussian lattice sum has a relative
 #: variance ripple of about 2 exp(-(pi / step)**2), 1e-4 here (and the random phase makes
 #: the field exactly stationary in law).
@@ -253,8 +253,6 @@ def gaussian_field(shape, spacing, sigma_mm: float, rng: np.random.Generator) ->
         (h, w, d) float32 array.
     """
     import torch  # here: the organ profiles import this module, and the scorer must stay free of torch
-
-    from tumor_synthesis.separable import banded_matmul  # here: separable imports this module
 
     bx, by, bz = (_lattice_bumps(n, s, sigma_mm, rng) for n, s in zip(shape, spacing))
     lx, ly, lz = bx.shape[1], by.shape[1], bz.shape[1]

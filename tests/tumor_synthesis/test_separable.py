@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from tumor_synthesis.separable import DENSE_MAX, apply_separable, blur_matrix, resize_matrix
-from tumor_synthesis.texture import TRUNCATE
+from tumor_synthesis.separable import DENSE_MAX, TRUNCATE, apply_separable, blur_matrix, resize_matrix
 
 # Boxes with axes shorter than the kernel, around the dense/banded switch and well past it.
 SHAPES = [(3, 5, 2), (20, 9, 33), (DENSE_MAX + 1, 40, 7), (150, 70, 2 * DENSE_MAX + 5)]
