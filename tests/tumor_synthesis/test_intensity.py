@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from scipy import ndimage
 
 from tumor_synthesis.intensity import (

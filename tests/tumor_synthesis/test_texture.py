@@ -55,12 +55,12 @@ def test_gaussian_field_has_unit_variance_and_the_smoothed_noise_correlation(spa
 
 @pytest.mark.parametrize("shape", [(300, 12, 9), (12, 300, 9), (9, 12, 300)])
 def test_gaussian_field_is_the_lattice_sum_along_long_axes(shape):
-    """Per axis a product with the lattice's bumps, banded along long axes: the same sum as written out."""
+    """One product per axis with the lattice's bumps (banded along a long x or y axis): the sum written out."""
     spacing, sigma = (1.0, 1.0, 1.0), 3.0
     field = gaussian_field(shape, spacing, sigma, np.random.default_rng(5))
     rng = np.random.default_rng(5)  # the same draws, in the same order
     bumps = [_lattice_bumps(n, s, sigma, rng).astype(np.float64) for n, s in zip(shape, spacing)]
-    assert max(b.shape[1] for b in bumps) > DENSE_MAX  # the long axis takes the banded product
+    assert max(b.shape[1] for b in bumps) > DENSE_MAX  # a long lattice: banded along x and y, dense along z
     weights = rng.standard_normal(tuple(b.shape[1] for b in bumps), dtype=np.float32).astype(np.float64)
     expected = np.einsum("ijk,xi,yj,zk->xyz", weights, *bumps, optimize=True)
     np.testing.assert_allclose(field, expected, atol=2e-5, rtol=0)
