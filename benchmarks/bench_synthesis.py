@@ -74,7 +74,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from labelfree.runtime.timing import median_seconds
+from labelfree.runtime.timing import measured_checkout, median_seconds
 
 #: Median seconds per sample of the original code, measured by the project on this machine
 #: type (1.5 L phantom liver, one core).
@@ -234,7 +234,8 @@ def measure(run, reset, samples: int, image: np.ndarray) -> Measurement:
 
 def run_timing(args) -> None:
     torch.set_num_threads(1)
-    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, torch {torch.__version__}, one thread")
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, torch {torch.__version__}, one thread; "
+          f"code from {measured_checkout()}")
     import monai  # noqa: F401  (imported first: its cost is not ours)
     from monai.data import MetaTensor
 
@@ -561,7 +562,8 @@ def run_growth_timing(args) -> None:
 
     device = resolve_device(args.device)
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, torch {torch.__version__}, one thread, "
-          f"growth model on {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+          f"growth model on {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+          + f"; code from {measured_checkout()}")
     image, label, affine, source = make_case(args.seed)
     if args.organ != "liver":
         from labelfree.phantom import generate_case

@@ -49,7 +49,7 @@ from labelfree.data.loaders import build_train_dataset
 from labelfree.data.datalist import load_datalist
 from labelfree.data.transforms import get_transforms
 from labelfree.data.wrappers import SYNTHESIS_SECONDS_KEY
-from labelfree.runtime.timing import median_seconds
+from labelfree.runtime.timing import measured_checkout, median_seconds
 from labelfree.runtime.distributed import resolve_device
 
 LIVER_WINDOW = (-21.0, 189.0)
@@ -244,7 +244,8 @@ def main() -> None:
         resolve_device(args.device)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {args.device}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {args.device}; "
+          f"code from {measured_checkout()}")
     with tempfile.TemporaryDirectory(prefix="bench_train_") as scratch:
         items = None if (args.skip_pipeline and args.device == "cpu") else phantom_items(args, Path(scratch))
         if not args.skip_pipeline:

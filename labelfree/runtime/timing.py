@@ -60,3 +60,17 @@ def median_seconds(
 ) -> float:
     """Median wall time (s) of ``fn()`` over ``repeats`` runs: :func:`median_seconds_each` of one callable."""
     return median_seconds_each({"fn": fn}, repeats, sync=sync, warmup=warmup, clock=clock)["fn"]
+
+
+def measured_checkout() -> str:
+    """The folder whose ``tumor_synthesis`` and ``labelfree`` packages this process imports.
+
+    Benchmarks print it: with the project installed editable, a benchmark script run from
+    another checkout (say, an older commit beside it for an A/B) imports the installed
+    checkout's packages, since a script's own folder, not the working directory, starts
+    ``sys.path``; ``PYTHONPATH=<checkout>`` makes it measure its own.
+    """
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    return str(Path(find_spec("tumor_synthesis").origin).resolve().parents[1])

@@ -1,6 +1,11 @@
-"""labelfree.runtime.timing: medians of interleaved runs, warm-up untimed, device sync inside the timed span."""
+"""labelfree.runtime.timing: interleaved medians, untimed warm-up, device sync in the span; the measured checkout."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +70,20 @@ def test_warm_up_count_and_bad_repeats():
 
 def test_the_real_clock_measures_real_work():
     assert median_seconds(lambda: sum(range(10_000)), repeats=3) > 0.0
+
+
+def test_measured_checkout_names_the_folder_whose_packages_are_imported(tmp_path):
+    """What a benchmark prints: the checkout first on the path, not the one the script sits in."""
+    other = tmp_path / "other_checkout"
+    (other / "tumor_synthesis").mkdir(parents=True)
+    (other / "tumor_synthesis" / "__init__.py").write_text("")
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(other), str(root)])}
+    code = "from labelfree.runtime.timing import measured_checkout; print(measured_checkout())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == str(other.resolve())
+    env["PYTHONPATH"] = str(root)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == str(root)
