@@ -4,6 +4,7 @@ A median over repeated runs ignores the odd run that a busy machine slows down; 
 call first keeps one-off costs (lazy imports, allocator growth, kernel compilation, cuDNN
 autotuning) out of the figure. Several callables timed together take turns within every
 round, so a change of machine load hits them all alike and their ratios stay meaningful.
+:func:`measured_checkout` names the code a benchmark measured.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def median_seconds(
 
 
 def measured_checkout() -> str:
-    """The folder whose ``tumor_synthesis`` and ``labelfree`` packages this process imports.
+    """The checkout folder this process imports ``tumor_synthesis`` from (``labelfree`` sits beside it).
 
     Benchmarks print it: with the project installed editable, a benchmark script run from
     another checkout (say, an older commit beside it for an A/B) imports the installed
