@@ -104,14 +104,12 @@ def soft_mask(mask: np.ndarray, sigma_vox) -> np.ndarray:
     # scipy skips an axis of a zero sigma too.
     matrices = [blur_matrix(n, sigma) if sigma > 1e-15 else None for n, sigma in zip(mask.shape, sigma_vox)]
     h, w, d = mask.shape
-    if matrices[2] is None or mask.size < SPARSE_MIN_VOXELS:
-        return apply_separable(torch.from_numpy(mask.astype(np.float32)), matrices).numpy()
     lines = mask.reshape(h * w, d)
-    live = np.flatnonzero(lines.any(axis=1))
-    if 2 * live.size > h * w:
-        return apply_separable(torch.from_numpy(mask.astype(np.float32)), matrices).numpy()
     # A cluster box of scattered tumors is mostly empty: the last axis is blurred on the
     # lines (x, y) that hold mask voxels only; the others are exactly zero.
+    live = np.flatnonzero(lines.any(axis=1)) if matrices[2] is not None and mask.size >= SPARSE_MIN_VOXELS else None
+    if live is None or 2 * live.size > h * w:
+        return apply_separable(torch.from_numpy(mask.astype(np.float32)), matrices).numpy()
     first = torch.zeros((h * w, d), dtype=torch.float32)
     first[torch.from_numpy(live)] = apply_separable(torch.from_numpy(lines[live].astype(np.float32))[None],
                                                     [None, None, matrices[2]])[0]
