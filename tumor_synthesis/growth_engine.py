@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from tumor_synthesis.growth import Automaton, GrowthRules, SimGrid
+from tumor_synthesis.growth import Automaton, GrowthRules, SimGrid, flat_nonzero
 from tumor_synthesis.intensity import TRUNCATE, merge_boxes
 from tumor_synthesis.placement import scan_label
 from tumor_synthesis.separable import apply_separable, blur_matrix, resize_matrix
@@ -81,8 +81,10 @@ class GrowthResult:
         image: (H, W, D) image (the input itself when in place).
         label: (H, W, D) label.
         plan: what was drawn.
-        necrosis: ``(slices, mask)`` pieces: image voxels (bool, in the volume box
-            ``slices``) at least half dead, i.e. the necrotic core (empty without necrosis).
+        necrosis: per tumor box with dead voxels, a ``(slices, dead, resize, organ)`` piece
+            from which :meth:`necrosis_mask` maps the core to image voxels when asked (the
+            training pipeline never asks): the volume box ``slices``, the dead fraction on
+            the grid, the grid-to-box resize matrix of each axis and the box's organ mask.
     """
 
     image: torch.Tensor
@@ -91,10 +93,10 @@ class GrowthResult:
     necrosis: tuple = ()
 
     def necrosis_mask(self) -> torch.Tensor:
-        """(H, W, D) bool mask of the necrotic core."""
+        """(H, W, D) bool mask of the necrotic core: organ voxels at least half dead (empty without necrosis)."""
         mask = torch.zeros(self.label.shape, dtype=torch.bool, device=self.label.device)
-        for slices, piece in self.necrosis:
-            mask[slices] |= piece
+        for slices, dead, resize, organ in self.necrosis:
+            mask[slices] |= (apply_separable(dead, resize) >= 0.5) & organ
         return mask
 
 
@@ -338,6 +340,9 @@ def _tumor_boxes(coords, margin, limit) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(lo, hi) for lo, hi, _ in merge_boxes(grown)]
 
 
+# Inference mode, as the automaton's growth: no autograd bookkeeping per operation; the
+# image and label are written in place, and nothing it creates reaches the caller's autograd.
+@torch.inference_mode()
 def _paint(necrotic_parts: list, image, label, grid: SimGrid, automaton: Automaton, start, stop, spacing,
            organ_label, tumor_label,
            difference, necrosis_hu, tex_params, blur_mm, rules: GrowthRules, rng) -> int:
@@ -351,8 +356,9 @@ def _paint(necrotic_parts: list, image, label, grid: SimGrid, automaton: Automat
     members = automaton.members
     if members.numel() == 0:
         return 0
-    centres, _ = grid.to_box(members)
-    inner = [c - 1 for c in grid.coords(members)]
+    coords = grid.coords(members)
+    centres = grid.box_centres(coords)
+    inner = [c - 1 for c in coords]
     sigma_vox = [blur_mm / s for s in spacing]
     margin = np.array([int(TRUNCATE * s + 0.5) for s in sigma_vox]) + 1
     state = automaton.state[members]
@@ -371,11 +377,11 @@ def _paint(necrotic_parts: list, image, label, grid: SimGrid, automaton: Automat
         inside = torch.ones_like(dead)
         for c, a, b in zip(inner, glo, ghi):
             inside &= (c >= int(a)) & (c < int(b))
-        local = ((inner[0][inside] - int(glo[0])) * gshape[1] + (inner[1][inside] - int(glo[1]))) * gshape[2] \
-            + (inner[2][inside] - int(glo[2]))
+        inside = flat_nonzero(inside)
+        x, y, z = (c.index_select(0, inside) - int(a) for c, a in zip(inner, glo))
         dense = torch.zeros((len(fields), gshape[0] * gshape[1] * gshape[2]), dtype=torch.float32,
                             device=image.device)
-        dense.index_add_(1, local, fields[:, inside])
+        dense.index_add_(1, (x * gshape[1] + y) * gshape[2] + z, fields.index_select(1, inside))
         dense = dense.reshape(len(fields), *gshape)
         # Resample to the image voxels of [lo, hi) and blur there, one matrix per axis: the
         # trilinear resize (torch's, align_corners=False) cut to the box, and the blur after it.
@@ -383,14 +389,14 @@ def _paint(necrotic_parts: list, image, label, grid: SimGrid, automaton: Automat
         resize_blur = [blur_matrix(r.shape[0], s, "nearest") @ r for r, s in zip(resize, sigma_vox)]
         soft = apply_separable(dense[0], resize_blur)
         occupied = apply_separable(dense[1], resize) >= 0.5
-        necrotic = necrotic_soft = None
         sl = tuple(slice(s + int(a), s + int(b)) for s, a, b in zip(start, lo, hi))
+        organ = label[sl] == organ_label
+        necrotic_soft = None
         if len(fields) > 2:
-            necrotic = apply_separable(dense[2], resize) >= 0.5
-            necrotic_parts.append((sl, necrotic & (label[sl] == organ_label)))
+            necrotic_parts.append((sl, dense[2], resize, organ))
             necrotic_soft = apply_separable(dense[2], resize_blur)
-        painted += _paint_box(image[sl], label[sl], soft, occupied, necrotic_soft, spacing,
-                              organ_label, tumor_label, difference, necrosis_hu, tex_params, rules, rng)
+        painted += _paint_box(image[sl], label[sl], organ, soft, occupied, necrotic_soft, spacing,
+                              tumor_label, difference, necrosis_hu, tex_params, rules, rng)
     return painted
 
 
@@ -399,44 +405,44 @@ def _paint(necrotic_parts: list, image, label, grid: SimGrid, automaton: Automat
 _FLOAT32_ROUND_TRIP = (torch.float32, torch.float16, torch.bfloat16, torch.int16, torch.int8, torch.uint8)
 
 
-def _paint_box(image_box, label_box, soft, occupied, necrotic_soft, spacing, organ_label, tumor_label,
+def _paint_box(image_box, label_box, organ, soft, occupied, necrotic_soft, spacing, tumor_label,
                difference, necrosis_hu, tex_params, rules: GrowthRules, rng) -> int:
     """Paint one tumor box in place: vessels pulled to the parenchyma, then the textured HU drop.
 
-    ``soft``: the blurred population (0..1), ``occupied``: the tumor's voxels (bool),
-    ``necrotic_soft``: the blurred necrotic core (0..1) or None; all over the box.
+    ``organ``: the organ's voxels (bool), ``soft``: the blurred population (0..1),
+    ``occupied``: the tumor's voxels (bool), ``necrotic_soft``: the blurred necrotic core
+    (0..1) or None; all over the box.
     """
-    organ = label_box == organ_label
     tumor = occupied & organ
     # Only organ voxels that the blurred population reaches change (the necrotic core lies
     # inside the population): the texture and the arithmetic run on those alone, in the
     # order of their flat indices (the same values as over the whole box).
     changed = organ & (soft > 0)
-    flat = torch.nonzero(changed.reshape(-1)).flatten()
+    flat = flat_nonzero(changed)
     tex = torch.from_numpy(texture_values(tuple(soft.shape), spacing, tex_params, rng, flat.cpu().numpy()))
     box = image_box.to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # the box is a view
-    values = box.reshape(-1)[flat]
-    reach = soft.reshape(-1)[flat]
+    values = box.reshape(-1).index_select(0, flat)
+    reach = soft.reshape(-1).index_select(0, flat)
     vessel = values >= rules.levels_hu[1]
     if bool(vessel.any()):  # only then: the median costs
         # The parenchyma's median HU, from every third voxel along each axis (27 times fewer to sort).
         sub = (slice(None, None, 3),) * 3
         parenchyma = box[sub][organ[sub] & (box[sub] < rules.levels_hu[1])]
         fill = float(parenchyma.median()) if parenchyma.numel() else float(np.mean(rules.thresholds_hu[:2]))
-        values[vessel] += reach[vessel] * (fill - values[vessel])
+        values = torch.where(vessel, values + reach * (fill - values), values)
     drop = reach.mul_(difference)
     if necrosis_hu > 0 and necrotic_soft is not None:
-        drop.add_(necrotic_soft.reshape(-1)[flat], alpha=necrosis_hu)
+        drop.add_(necrotic_soft.reshape(-1).index_select(0, flat), alpha=necrosis_hu)
     values.sub_(drop.mul_(tex.to(values.device)))
     if not image_box.dtype.is_floating_point:
         info = torch.iinfo(image_box.dtype)
         values = values.round().clamp(info.min, info.max)
-    box.reshape(-1)[flat] = values
+    box.reshape(-1).index_copy_(0, flat, values)
     if image_box.dtype in _FLOAT32_ROUND_TRIP:  # the unchanged voxels come back as they were
         image_box.copy_(box)
     else:
         image_box.copy_(torch.where(changed, box.to(image_box.dtype), image_box))
-    label_box[tumor] = tumor_label
+    label_box.masked_fill_(tumor, tumor_label)
     return int(torch.count_nonzero(tumor))
 
 
