@@ -283,13 +283,15 @@ class SimGrid:
         self.offsets = torch.tensor([sum(d * s for d, s in zip(o, self.strides)) for o in NEIGHBOUR_OFFSETS],
                                     dtype=torch.int64, device=self.device)
         #: Tissue class per grid voxel, -1 until first read.
-        self.cache = torch.full((self.numel,), -1, dtype=torch.int8, device=self.device)
-        self._dense = False
+        self._dense = tissue is not None
         if tissue is not None:
-            self.cache.copy_(tissue)  # a copy: the automaton turns yielding vessels into organ
-            self._dense = True
-        elif self.numel <= DENSE_TISSUE_MAX_VOXELS:
-            self._read_all(image, label)
+            if tissue.shape != (self.numel,):
+                raise ValueError(f"the tissue map holds {tuple(tissue.shape)} voxels, this grid {self.numel}")
+            self.cache = tissue.clone()  # a copy: the automaton turns yielding vessels into organ
+        else:
+            self.cache = torch.full((self.numel,), -1, dtype=torch.int8, device=self.device)
+            if self.numel <= DENSE_TISSUE_MAX_VOXELS:
+                self._read_all(image, label)
 
     @property
     def dense(self) -> bool:
@@ -340,8 +342,11 @@ class SimGrid:
         return tuple(centre.clamp(0, n - 1) for centre, n in zip(self._centres(coords), self.box))
 
     def _centres(self, coords) -> tuple[torch.Tensor, ...]:
-        # Grid voxel u (frame excluded) spans image voxels [u m / k, (u + 1) m / k).
-        return tuple(torch.div((2 * (c - 1) + 1) * m, 2 * k, rounding_mode="floor")
+        # Grid voxel u (frame excluded) spans image voxels [u m / k, (u + 1) m / k): its centre
+        # is floor((2 u + 1) m / (2 k)), u = c - 1; for k = 1 and an even m that is a product
+        # (an int64 division costs ten times as much on the CPU).
+        return tuple((2 * c - 1) * (m // 2) if k == 1 and m % 2 == 0
+                     else torch.div((2 * c - 1) * m, 2 * k, rounding_mode="floor")
                      for c, k, m in zip(coords, self.k, self.m))
 
     def from_box(self, x, y, z) -> torch.Tensor:
