@@ -94,34 +94,48 @@ def _grid(image, label, rules):
     return SimGrid(image, label, 1, (0, 0, 0), tuple(image.shape), (1.0, 1.0, 1.0), rules.thresholds_hu, 1.0)
 
 
+def _automaton(rules, seed, voxels) -> Automaton:
+    """An automaton on the 1 mm grid of :func:`_organ_with_vessels`, planted at voxels ((x, ..), (y, ..), (z, ..))."""
+    grid = _grid(*_organ_with_vessels(), rules)
+    automaton = Automaton(grid, rules, torch.Generator().manual_seed(seed))
+    automaton.plant(grid.from_box(*(torch.tensor(v) for v in voxels)), torch.zeros(0, dtype=torch.int64))
+    return automaton
+
+
+def _iterate_both(automaton: Automaton, tissue: torch.Tensor):
+    """One iteration of the automaton and of the reference from the same draws, the prune's when due.
+
+    Returns the reference's state, pushes, tissue map and active list after it, and whether
+    its prune dropped voxels. A lazily read grid knows the voxels it has looked at only and
+    takes the others for open: it prunes less, which changes nothing either (an inert voxel's
+    tries are skipped or end at the border).
+    """
+    reference_gen = torch.Generator()
+    reference_gen.set_state(automaton.gen.get_state())
+    state, pushes, tissue, active = _reference_step(automaton, tissue, reference_gen)
+    automaton.step()
+    dropped = False
+    if automaton._iterations % PRUNE_EVERY == 0:
+        seen = torch.where(automaton.grid.cache >= 0, tissue, torch.full_like(tissue, -1))
+        pruned = _reference_prune(state, seen, active, automaton.grid, automaton.rules)
+        dropped, active = len(pruned) < len(active), pruned
+    return state, pushes, tissue, active, dropped
+
+
 @pytest.mark.parametrize("seed, tissue_read", [(0, "whole"), (1, "whole"), (2, "lazily")])
 def test_iterations_follow_the_rules_voxel_by_voxel(seed, tissue_read, monkeypatch):
-    image, label = _organ_with_vessels()
     rules = replace(get_growth_rules("liver"), yield_pushes=2)
-    tissue = _grid(image, label, rules).cache  # the whole map, read at once
+    tissue = _grid(*_organ_with_vessels(), rules).cache  # the whole map, read at once
     if tissue_read == "lazily":  # the automaton's grid reads the voxels it looks at only
         monkeypatch.setattr("tumor_synthesis.growth.DENSE_TISSUE_MAX_VOXELS", 0)
-    grid = _grid(image, label, rules)
+    automaton = _automaton(rules, seed, ((8, 15), (10, 6), (10, 14)))
+    grid = automaton.grid
     assert grid.dense == (tissue_read == "whole")
-    gen = torch.Generator().manual_seed(seed)
-    automaton = Automaton(grid, rules, gen)
-    seeds = grid.from_box(torch.tensor([8, 15]), torch.tensor([10, 6]), torch.tensor([10, 14]))
-    automaton.plant(seeds, torch.zeros(0, dtype=torch.int64))
     vessels = tissue == VESSEL
     saw_pruned = False
-    for iteration in range(1, 10 * PRUNE_EVERY + 1):
-        reference_gen = torch.Generator().manual_seed(0)
-        reference_gen.set_state(gen.get_state())
-        state, pushes, tissue, active = _reference_step(automaton, tissue, reference_gen)
-        automaton.step()
-        if iteration % PRUNE_EVERY == 0:
-            # A lazily read grid knows the voxels it has looked at only, and takes the others
-            # for open: it prunes less, which changes nothing either (an inert voxel's tries
-            # are skipped or end at the border).
-            seen = torch.where(grid.cache >= 0, tissue, torch.full_like(tissue, -1))
-            pruned = _reference_prune(state, seen, active, grid, rules)
-            saw_pruned |= len(pruned) < len(active)
-            active = pruned
+    for _ in range(10 * PRUNE_EVERY):
+        state, pushes, tissue, active, dropped = _iterate_both(automaton, tissue)
+        saw_pruned |= dropped
         # Between iterations a state may pass saturation (it reads as saturated); clamped, it is the rules'.
         assert torch.equal(automaton.state.clamp(max=rules.saturation), state)
         assert torch.equal(automaton.pushes, pushes)
@@ -138,34 +152,20 @@ def test_iterations_follow_the_rules_voxel_by_voxel(seed, tissue_read, monkeypat
 
 
 def test_iterations_after_necrosis_follow_the_rules():
-    image, label = _organ_with_vessels()
     rules = get_growth_rules("liver")
-    grid = _grid(image, label, rules)
-    gen = torch.Generator().manual_seed(2)
-    automaton = Automaton(grid, rules, gen)
-    seed = grid.from_box(torch.tensor([7]), torch.tensor([10]), torch.tensor([10]))
-    automaton.plant(seed, torch.zeros(0, dtype=torch.int64))
+    automaton = _automaton(rules, 2, ((7,), (10,), (10,)))
     automaton.grow(14)
     automaton.necrosis(reach=2, spread_iterations=2, kill_counts=[10])
     assert (automaton.state == DEAD).any()
     for _ in range(2 * PRUNE_EVERY):  # dead neighbours are skipped by the tries and closed for the prune
-        reference_gen = torch.Generator().manual_seed(0)
-        reference_gen.set_state(gen.get_state())
-        state, pushes, tissue, active = _reference_step(automaton, grid.cache, reference_gen)
-        if (automaton._iterations + 1) % PRUNE_EVERY == 0:
-            active = _reference_prune(state, tissue, active, grid, rules)
-        automaton.step()
+        state, _, _, active, _ = _iterate_both(automaton, automaton.grid.cache)
         assert torch.equal(automaton.state.clamp(max=rules.saturation), state)
         assert automaton.active.tolist() == active
 
 
 def test_grown_states_never_exceed_saturation():
-    image, label = _organ_with_vessels()
     rules = get_growth_rules("liver")
-    grid = _grid(image, label, rules)
-    automaton = Automaton(grid, rules, torch.Generator().manual_seed(3))
-    seed = grid.from_box(torch.tensor([8]), torch.tensor([10]), torch.tensor([10]))
-    automaton.plant(seed, torch.zeros(0, dtype=torch.int64))
+    automaton = _automaton(rules, 3, ((8,), (10,), (10,)))
     passed = False
     for _ in range(16):
         automaton.step()
@@ -197,10 +197,9 @@ def test_flat_nonzero_matches_torch_nonzero(shape, density):
 
 
 def test_prune_drops_inert_voxels_at_saturation():
-    image, label = _organ_with_vessels()
     rules = get_growth_rules("liver")
-    grid = _grid(image, label, rules)
-    automaton = Automaton(grid, rules, torch.Generator().manual_seed(0))
+    automaton = _automaton(rules, 0, ((6,), (6,), (6,)))
+    grid = automaton.grid
     centre = grid.from_box(torch.tensor([6]), torch.tensor([6]), torch.tensor([6]))
     automaton.state[centre + grid.offsets] = rules.saturation
     automaton.state[centre] = rules.saturation + 3  # invaded past saturation in the iteration just run
