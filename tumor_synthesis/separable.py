@@ -119,15 +119,8 @@ def _banded_right(rows, matrix: np.ndarray, device):
     if n_in <= DENSE_MAX:
         return rows @ weights
     out = torch.empty((rows.shape[0], n_out), dtype=rows.dtype, device=device)
-    reached = matrix != 0
-    for lo in range(0, n_out, BLOCK_COLUMNS):
-        hi = min(n_out, lo + BLOCK_COLUMNS)
-        columns = np.flatnonzero(reached[lo:hi].any(axis=0))
-        if columns.size == 0:
-            out[:, lo:hi] = 0.0
-            continue
-        first, last = int(columns[0]), int(columns[-1]) + 1
-        out[:, lo:hi] = rows[:, first:last] @ weights[first:last, lo:hi]
+    for lo, hi, first, last in _band_blocks(matrix, BLOCK_COLUMNS):
+        out[:, lo:hi] = rows[:, first:last] @ weights[first:last, lo:hi] if last > first else 0.0
     return out
 
 
@@ -146,13 +139,20 @@ def banded_matmul(matrix: np.ndarray, other):
     if n_in <= DENSE_MAX:
         return torch.matmul(weights, other)
     out = torch.empty((*other.shape[:-2], n_out, other.shape[-1]), dtype=other.dtype, device=device)
-    reached = matrix != 0
-    for lo in range(0, n_out, BLOCK_ROWS):
-        hi = min(n_out, lo + BLOCK_ROWS)
-        columns = np.flatnonzero(reached[lo:hi].any(axis=0))
-        if columns.size == 0:
-            out[..., lo:hi, :] = 0.0
-            continue
-        first, last = int(columns[0]), int(columns[-1]) + 1
-        out[..., lo:hi, :] = torch.matmul(weights[lo:hi, first:last], other[..., first:last, :])
+    for lo, hi, first, last in _band_blocks(matrix, BLOCK_ROWS):
+        product = torch.matmul(weights[lo:hi, first:last], other[..., first:last, :]) if last > first else 0.0
+        out[..., lo:hi, :] = product
     return out
+
+
+def _band_blocks(matrix: np.ndarray, block: int):
+    """``(lo, hi, first, last)`` per block of ``block`` rows ``[lo, hi)`` of a banded matrix.
+
+    ``[first, last)``: the columns those rows reach (non-zero entries), empty (``first ==
+    last``) when they reach none. Found on the host, so a GPU product waits on nothing.
+    """
+    reached = matrix != 0
+    for lo in range(0, matrix.shape[0], block):
+        hi = min(matrix.shape[0], lo + block)
+        columns = np.flatnonzero(reached[lo:hi].any(axis=0))
+        yield (lo, hi, 0, 0) if columns.size == 0 else (lo, hi, int(columns[0]), int(columns[-1]) + 1)
